@@ -1,0 +1,33 @@
+import time
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import logout
+from django.shortcuts import redirect
+from django.urls import reverse
+
+SESSION_KEY = "clinicdesk_last_activity"
+
+
+class IdleLogoutMiddleware:
+    """Sign a person out after SESSION_IDLE_MINUTES without a request.
+
+    The page's own script warns a minute before and pings `accounts:keepalive` when the person
+    chooses to stay; the server is the one that enforces it.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.user.is_authenticated:
+            now = time.time()
+            last = request.session.get(SESSION_KEY)
+            if last is not None and now - last > settings.SESSION_IDLE_MINUTES * 60:
+                logout(request)
+                messages.info(request, "You were signed out after a period of inactivity.")
+                return redirect(f"{reverse('accounts:login')}?idle=1")
+            # Polling fragments (htmx refreshes) must not keep an idle session alive.
+            if not request.headers.get("X-Idle-Poll"):
+                request.session[SESSION_KEY] = now
+        return self.get_response(request)

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ClinicDeskConfig(AppConfig):
+    name = "clinicdesk"
+    verbose_name = "ClinicDesk"

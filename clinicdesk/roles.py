@@ -1,0 +1,81 @@
+"""The four roles are Django groups with model permissions; department groups get object
+permissions on their queues (see `accounts.services.department_grant_queue`).
+
+Migrations call `sync_role_permissions` so that a fresh database and an upgraded one end with
+the same grants; a later app adds its models here and a migration of its own calls it again.
+"""
+
+from __future__ import annotations
+
+AGENT = "Agent"
+SUPERVISOR = "Supervisor"
+MANAGER = "Manager"
+COMPLIANCE = "Compliance"
+ROLES = (AGENT, SUPERVISOR, MANAGER, COMPLIANCE)
+
+# Configuration that managers edit in the admin (never delete history-bearing rows).
+CONFIG_MODELS = {
+    "accounts": ["site", "department", "skill", "staffprofile", "staffskill"],
+    "queues": ["tasktype", "queue"],
+}
+RECORD_MODELS = {"queues": ["task", "taskevent", "inboundmessage"]}
+
+ROLE_PERMISSIONS: dict[str, list[str]] = {
+    AGENT: ["queues.view_tasktype"],
+    SUPERVISOR: [
+        "queues.view_tasktype",
+        "accounts.view_staffprofile",
+        "accounts.view_skill",
+        "accounts.view_staffskill",
+    ],
+    MANAGER: [
+        *(
+            f"{app}.{action}_{model}"
+            for app, models in CONFIG_MODELS.items()
+            for model in models
+            for action in ("add", "change", "view")
+        ),
+        "auth.view_user",
+        "auth.add_user",
+        "auth.change_user",
+        "queues.view_task",
+        "queues.change_task",
+        "queues.view_taskevent",
+        "queues.view_inboundmessage",
+        "queues.view_queue",
+        "auditlog.view_logentry",
+    ],
+    COMPLIANCE: [
+        *(
+            f"{app}.view_{model}"
+            for group in (CONFIG_MODELS, RECORD_MODELS)
+            for app, models in group.items()
+            for model in models
+        ),
+        "auditlog.view_logentry",
+    ],
+}
+
+
+def sync_role_permissions(apps, schema_editor=None) -> None:
+    from django.contrib.auth.management import create_permissions
+
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, verbosity=0, apps=apps)
+        app_config.models_module = None
+
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    for role, codenames in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        wanted = []
+        for dotted in codenames:
+            app_label, codename = dotted.split(".")
+            permission = Permission.objects.filter(
+                content_type__app_label=app_label, codename=codename
+            ).first()
+            if permission is None:
+                raise LookupError(f"permission {dotted} does not exist")
+            wanted.append(permission)
+        group.permissions.add(*wanted)

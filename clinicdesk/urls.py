@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from clinicdesk import views
+
+admin.site.site_header = "ClinicDesk administration"
+admin.site.site_title = "ClinicDesk admin"
+admin.site.index_title = "Rules, staff and queues"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("accounts/", include("accounts.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,388 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from accounts.models import Department, Site, Skill
+
+
+class Channel(models.TextChoices):
+    PORTAL = "portal", "Patient portal"
+    EMAIL = "email", "Email"
+    PHONE = "phone", "Phone / voicemail"
+    FAX = "fax", "Fax"
+    FHIR = "fhir", "EHR (FHIR)"
+    API = "api", "API"
+    FORM = "form", "Front-desk form"
+
+
+class Priority(models.IntegerChoices):
+    P1 = 1, "P1 urgent"
+    P2 = 2, "P2 high"
+    P3 = 3, "P3 routine"
+    P4 = 4, "P4 low"
+
+
+class IntakeField(models.TextChoices):
+    PATIENT_MRN = "patient_mrn", "Patient MRN"
+    PATIENT_NAME = "patient_name", "Patient name"
+    PATIENT_BIRTH_DATE = "patient_birth_date", "Patient date of birth"
+    CALLBACK_NUMBER = "callback_number", "Callback number"
+    PAYER = "payer", "Payer"
+    REFERRING_PROVIDER = "referring_provider", "Referring provider"
+
+
+class TaskType(models.Model):
+    """A kind of work in the clinic's catalog, editable by managers."""
+
+    code = models.SlugField(max_length=60, unique=True)
+    name = models.CharField(max_length=120)
+    department = models.ForeignKey(Department, on_delete=models.PROTECT, related_name="task_types")
+    default_queue = models.ForeignKey(
+        "Queue", on_delete=models.PROTECT, related_name="default_for_types"
+    )
+    default_priority = models.PositiveSmallIntegerField(
+        choices=Priority.choices, default=Priority.P3
+    )
+    capacity_weight = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(20)],
+        help_text="Units of a person's capacity one task of this type takes.",
+    )
+    required_fields = ArrayField(
+        models.CharField(max_length=40, choices=IntakeField.choices),
+        default=list,
+        blank=True,
+        help_text="Fields the intake form asks for when this type is chosen.",
+    )
+    description = models.TextField(blank=True)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(default_priority__gte=1) & Q(default_priority__lte=4),
+                name="tasktype_priority_1_to_4",
+            ),
+            models.CheckConstraint(
+                condition=Q(capacity_weight__gte=1), name="tasktype_weight_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class QueueQuerySet(models.QuerySet):
+    def visible_to(self, user) -> QueueQuerySet:
+        """Queues the user may see: guardian object permissions granted to their
+        department groups, or every queue for a global `view_queue` holder. One query."""
+        from guardian.shortcuts import get_objects_for_user
+
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        return get_objects_for_user(
+            user, "queues.view_queue", klass=self, accept_global_perms=True, with_superuser=True
+        )
+
+    def workable_by(self, user) -> QueueQuerySet:
+        """Queues whose tasks the user may claim and work."""
+        from guardian.shortcuts import get_objects_for_user
+
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        return get_objects_for_user(
+            user, "queues.work_queue", klass=self, accept_global_perms=False, with_superuser=False
+        )
+
+
+class Queue(models.Model):
+    class Kind(models.TextChoices):
+        WORK = "work", "Work"
+        HOLDING = "holding", "Holding"
+        REVIEW = "review", "Needs review"
+        ESCALATION = "escalation", "Escalation"
+
+    class Policy(models.TextChoices):
+        PUSH_LEAST_LOADED = "push_least_loaded", "Push to the least loaded"
+        PUSH_ROUND_ROBIN = "push_round_robin", "Push round-robin"
+        PULL_ONLY = "pull_only", "Pull only (Next task)"
+
+    department = models.ForeignKey(Department, on_delete=models.PROTECT, related_name="queues")
+    name = models.CharField(max_length=120)
+    code = models.SlugField(max_length=60, unique=True)
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.WORK)
+    assignment_policy = models.CharField(
+        max_length=20, choices=Policy.choices, default=Policy.PUSH_LEAST_LOADED
+    )
+    description = models.TextField(blank=True)
+    is_active = models.BooleanField(default=True)
+
+    objects = QueueQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["department__name", "name"]
+        permissions = [("work_queue", "Can claim and work the queue's tasks")]
+        constraints = [
+            models.UniqueConstraint(fields=["department", "name"], name="queue_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TaskQuerySet(models.QuerySet):
+    def visible_to(self, user) -> TaskQuerySet:
+        """Tasks the user may see: those in queues they may see, and their own. One query."""
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        visible_queues = Queue.objects.visible_to(user).values("id")
+        return self.filter(Q(queue__in=visible_queues) | Q(assignee=user))
+
+    def open(self) -> TaskQuerySet:
+        return self.filter(status__in=Task.OPEN_STATUSES)
+
+
+class Task(models.Model):
+    class Status(models.TextChoices):
+        NEW = "new", "New"
+        QUEUED = "queued", "Queued"
+        ASSIGNED = "assigned", "Assigned"
+        IN_PROGRESS = "in_progress", "In progress"
+        ON_HOLD = "on_hold", "On hold"
+        RESOLVED = "resolved", "Resolved"
+        DUPLICATE = "duplicate", "Duplicate"
+
+    OPEN_STATUSES = (
+        Status.NEW,
+        Status.QUEUED,
+        Status.ASSIGNED,
+        Status.IN_PROGRESS,
+        Status.ON_HOLD,
+    )
+
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    external_id = models.CharField(
+        max_length=200, blank=True, help_text="The sending system's id; unique per channel."
+    )
+    site = models.ForeignKey(
+        Site, on_delete=models.PROTECT, null=True, blank=True, related_name="tasks"
+    )
+    task_type = models.ForeignKey(
+        TaskType, on_delete=models.PROTECT, null=True, blank=True, related_name="tasks"
+    )
+    priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.P3)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.NEW)
+    queue = models.ForeignKey(
+        Queue, on_delete=models.PROTECT, null=True, blank=True, related_name="tasks"
+    )
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="assigned_tasks",
+    )
+    load_units = models.PositiveSmallIntegerField(
+        default=0, editable=False, help_text="Capacity units this task holds of its assignee."
+    )
+    required_skill = models.ForeignKey(
+        Skill, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    min_skill_level = models.PositiveSmallIntegerField(default=1)
+    waiting_for_capacity = models.BooleanField(default=False)
+
+    patient_mrn = models.CharField("patient MRN", max_length=40, blank=True)
+    patient_name = models.CharField(max_length=200, blank=True)
+    patient_birth_date = models.DateField(null=True, blank=True)
+
+    subject = models.CharField(max_length=300)
+    body = models.TextField(blank=True)
+    request_type = models.CharField(max_length=60, blank=True)
+    source_system = models.CharField(max_length=80, blank=True)
+    tags = ArrayField(models.CharField(max_length=40), default=list, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    received_at = models.DateTimeField(null=True, blank=True)
+    first_assigned_at = models.DateTimeField(null=True, blank=True)
+    first_claimed_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    claim_due_at = models.DateTimeField(null=True, blank=True)
+    resolve_due_at = models.DateTimeField(null=True, blank=True)
+    hold_reason = models.CharField(max_length=200, blank=True)
+    follow_up_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=60, blank=True)
+
+    parent = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children"
+    )
+    duplicate_of = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="duplicates"
+    )
+    blocked_by = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="blocking"
+    )
+    rule_set_version = models.PositiveIntegerField(null=True, blank=True)
+    routed_by_rule_id = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The routing rule that first routed the task."
+    )
+    reroute_count = models.PositiveSmallIntegerField(default=0)
+    reopen_count = models.PositiveSmallIntegerField(default=0)
+    version = models.PositiveIntegerField(
+        default=1, help_text="Raised by every change, so that a stale page cannot overwrite."
+    )
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["priority", "created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(priority__gte=1) & Q(priority__lte=4), name="task_priority_1_to_4"
+            ),
+            models.UniqueConstraint(
+                fields=["channel", "external_id"],
+                condition=~Q(external_id=""),
+                name="task_unique_external_id_per_channel",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["assigned", "in_progress"], assignee__isnull=False)
+                | ~Q(status__in=["assigned", "in_progress"]),
+                name="task_assigned_has_assignee",
+            ),
+        ]
+        indexes = [
+            # Next task: the claimable rows in the exact order they are claimed.
+            models.Index(
+                fields=["priority", "claim_due_at", "id"],
+                condition=Q(status="queued", assignee__isnull=True),
+                name="task_claimable",
+            ),
+            models.Index(
+                fields=["queue", "priority", "created_at"],
+                condition=Q(status__in=["new", "queued", "assigned", "in_progress", "on_hold"]),
+                name="task_open_by_queue",
+            ),
+            models.Index(
+                fields=["assignee", "status"],
+                condition=Q(assignee__isnull=False),
+                name="task_by_assignee",
+            ),
+            models.Index(
+                fields=["patient_mrn"], condition=~Q(patient_mrn=""), name="task_by_patient"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.subject}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in self.OPEN_STATUSES
+
+    @property
+    def patient_initials(self) -> str:
+        return "".join(part[0].upper() for part in self.patient_name.split() if part)[:3]
+
+
+class TaskEvent(models.Model):
+    """One step of a task's timeline. Append-only: a database trigger refuses UPDATE and
+    DELETE, so the history cannot be rewritten, whatever the code does."""
+
+    class Kind(models.TextChoices):
+        CREATED = "created", "Created"
+        CLASSIFIED = "classified", "Classified"
+        ROUTED = "routed", "Routed"
+        ASSIGNED = "assigned", "Assigned"
+        WAITING_FOR_CAPACITY = "waiting", "Waiting for capacity"
+        CLAIMED = "claimed", "Claimed"
+        STARTED = "started", "Started"
+        HELD = "held", "Put on hold"
+        RESUMED = "resumed", "Resumed"
+        RESOLVED = "resolved", "Resolved"
+        REOPENED = "reopened", "Reopened"
+        REROUTED = "rerouted", "Rerouted"
+        REASSIGNED = "reassigned", "Reassigned"
+        RELEASED = "released", "Released"
+        COMMENTED = "commented", "Comment"
+        RECLASSIFIED = "reclassified", "Reclassified"
+        PRIORITY_CHANGED = "priority", "Priority changed"
+        ESCALATED = "escalated", "Escalated"
+        DUPLICATE_LINKED = "duplicate", "Duplicate linked"
+        SPAWNED = "spawned", "Follow-up created"
+        UNBLOCKED = "unblocked", "Unblocked"
+
+    task = models.ForeignKey(Task, on_delete=models.PROTECT, related_name="events")
+    created_at = models.DateTimeField(auto_now_add=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    actor_label = models.CharField(
+        max_length=120, help_text="Who acted: a username, client:<name> or system:<job>."
+    )
+    from_queue = models.ForeignKey(
+        Queue, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    to_queue = models.ForeignKey(
+        Queue, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    from_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    to_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    rule_id = models.PositiveIntegerField(null=True, blank=True)
+    rule_set_version = models.PositiveIntegerField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    explanation = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["task", "created_at", "id"], name="taskevent_timeline")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} by {self.actor_label}"
+
+
+class InboundMessage(models.Model):
+    """A payload exactly as it arrived, stored before parsing so that nothing is lost."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        PARSED = "parsed", "Parsed"
+        FAILED = "failed", "Failed"
+
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    external_id = models.CharField(max_length=200, blank=True)
+    sender = models.CharField(
+        max_length=120, blank=True, help_text="The integration client or person that sent it."
+    )
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    content_type = models.CharField(max_length=100, blank=True)
+    headers = models.JSONField(default=dict, blank=True)
+    payload = models.BinaryField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    task = models.ForeignKey(
+        Task, on_delete=models.PROTECT, null=True, blank=True, related_name="inbound_messages"
+    )
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["received_at"], condition=Q(status="failed"), name="inbound_failed"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_channel_display()} message {self.pk} ({self.get_status_display()})"
