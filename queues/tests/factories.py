@@ -1,0 +1,70 @@
+import factory
+
+from accounts.tests.factories import DepartmentFactory
+from queues.models import Channel, InboundMessage, Queue, Task, TaskEvent, TaskType
+from queues.services import queue_sync_permissions
+
+
+class QueueFactory(factory.django.DjangoModelFactory):
+    """A queue whose department may see and work it, as the admin sets it up."""
+
+    class Meta:
+        model = Queue
+        skip_postgeneration_save = True
+
+    department = factory.SubFactory(DepartmentFactory)
+    name = factory.Sequence(lambda n: f"Queue {n}")
+    code = factory.Sequence(lambda n: f"queue-{n}")
+    kind = Queue.Kind.WORK
+    assignment_policy = Queue.Policy.PUSH_LEAST_LOADED
+
+    @factory.post_generation
+    def grant(self, create, extracted, **kwargs):
+        if create and extracted is not False:
+            queue_sync_permissions(queue=self)
+
+
+class TaskTypeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = TaskType
+        django_get_or_create = ("code",)
+
+    code = factory.Sequence(lambda n: f"type-{n}")
+    name = factory.LazyAttribute(lambda t: t.code.replace("-", " ").title())
+    default_queue = factory.SubFactory(QueueFactory)
+    department = factory.SelfAttribute("default_queue.department")
+    default_priority = 3
+    capacity_weight = 1
+
+
+class TaskFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Task
+
+    channel = Channel.PORTAL
+    task_type = factory.SubFactory(TaskTypeFactory)
+    queue = factory.SelfAttribute("task_type.default_queue")
+    priority = 3
+    status = Task.Status.QUEUED
+    subject = factory.Faker("sentence", nb_words=6)
+    body = factory.Faker("paragraph")
+    patient_mrn = factory.Sequence(lambda n: f"MRN{100000 + n}")
+    patient_name = factory.Faker("name")
+
+
+class TaskEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = TaskEvent
+
+    task = factory.SubFactory(TaskFactory)
+    kind = TaskEvent.Kind.CREATED
+    actor_label = "system:test"
+
+
+class InboundMessageFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = InboundMessage
+
+    channel = Channel.API
+    payload = b'{"subject": "Refill request"}'
+    content_type = "application/json"
