@@ -33,7 +33,12 @@ def _server(pgdata: Path):
     import pgserver
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    return pgserver.get_server(pgdata, cleanup_mode=None)
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    # get_server() caches its handle per process; make sure the server behind it still runs
+    # (someone may have stopped it since).
+    with server._lock:
+        server.ensure_postgres_running()
+    return server
 
 
 def _tune(server, pgdata: Path) -> None:

@@ -140,6 +140,10 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL (postgres://…)")
+# A Unix-socket URL (postgresql://user@/db?host=/socket/dir) carries the host as a query option.
+_socket_dir = DATABASES["default"].get("OPTIONS", {}).pop("host", None)
+if _socket_dir and not DATABASES["default"].get("HOST"):
+    DATABASES["default"]["HOST"] = _socket_dir
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get(
     "TEST_DATABASE_NAME", "test_clinicdesk"

@@ -4,7 +4,8 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
+from django.db.models.functions import Cast
 
 from accounts.models import Department, Site, Skill
 
@@ -77,27 +78,49 @@ class TaskType(models.Model):
         return self.name
 
 
+def _queue_permission_filter(user, codename: str, *, global_perms: bool) -> Q:
+    """Rows of Queue on which the user holds `codename`, through their groups (department
+    groups get object permissions) or directly; with `global_perms`, a model-wide grant
+    (Managers, Compliance) opens every queue. Built as EXISTS subqueries: one SQL query."""
+    from django.contrib.auth.models import Permission
+    from guardian.models import GroupObjectPermission, UserObjectPermission
+
+    object_pk = Cast(OuterRef("pk"), output_field=models.CharField())
+    on_queue = {
+        "content_type__app_label": "queues",
+        "content_type__model": "queue",
+        "permission__codename": codename,
+        "object_pk": object_pk,
+    }
+    condition = Exists(GroupObjectPermission.objects.filter(group__user=user, **on_queue)) | Exists(
+        UserObjectPermission.objects.filter(user=user, **on_queue)
+    )
+    if global_perms:
+        condition |= Exists(
+            Permission.objects.filter(
+                Q(group__user=user) | Q(user=user),
+                content_type__app_label="queues",
+                codename=codename,
+            )
+        )
+    return condition
+
+
 class QueueQuerySet(models.QuerySet):
     def visible_to(self, user) -> QueueQuerySet:
-        """Queues the user may see: guardian object permissions granted to their
-        department groups, or every queue for a global `view_queue` holder. One query."""
-        from guardian.shortcuts import get_objects_for_user
-
+        """Queues the user may see: object permissions granted to their department groups,
+        or every queue for a holder of the model-wide `view_queue` (managers, compliance)."""
         if not user.is_authenticated or not user.is_active:
             return self.none()
-        return get_objects_for_user(
-            user, "queues.view_queue", klass=self, accept_global_perms=True, with_superuser=True
-        )
+        if user.is_superuser:
+            return self.all()
+        return self.filter(_queue_permission_filter(user, "view_queue", global_perms=True))
 
     def workable_by(self, user) -> QueueQuerySet:
-        """Queues whose tasks the user may claim and work."""
-        from guardian.shortcuts import get_objects_for_user
-
+        """Queues whose tasks the user may claim and work: object permissions only."""
         if not user.is_authenticated or not user.is_active:
             return self.none()
-        return get_objects_for_user(
-            user, "queues.work_queue", klass=self, accept_global_perms=False, with_superuser=False
-        )
+        return self.filter(_queue_permission_filter(user, "work_queue", global_perms=False))
 
 
 class Queue(models.Model):
