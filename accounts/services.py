@@ -29,9 +29,7 @@ def staff_set_departments(*, profile: StaffProfile, departments) -> None:
     routing (who may work a queue) and row permissions (who may see it) read."""
     user = profile.user
     wanted = {department.group_id for department in departments}
-    current = set(
-        user.groups.filter(department__isnull=False).values_list("id", flat=True)
-    )
+    current = set(user.groups.filter(department__isnull=False).values_list("id", flat=True))
     if current - wanted:
         user.groups.remove(*(current - wanted))
     if wanted - current:
@@ -46,3 +44,53 @@ def staff_set_availability(*, profile: StaffProfile, availability: str) -> Staff
     profile.availability_changed_at = timezone.now()
     profile.save(update_fields=["availability", "availability_changed_at"])
     return profile
+
+
+TAKE_CAPACITY_SQL = """
+UPDATE accounts_staffprofile
+   SET active_load = active_load + %(units)s,
+       last_assigned_at = CASE WHEN %(touch)s THEN %(now)s ELSE last_assigned_at END
+ WHERE user_id = %(user_id)s AND active_load + %(units)s <= capacity
+RETURNING id
+"""
+
+
+def staff_take_capacity(*, user_id: int, units: int, touch_last_assigned: bool) -> bool:
+    """Take `units` of the person's capacity if they have room: one conditional UPDATE, so
+    nobody is ever over capacity whatever the concurrency. False when there is no room."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            TAKE_CAPACITY_SQL,
+            {
+                "units": units,
+                "touch": touch_last_assigned,
+                "now": timezone.now(),
+                "user_id": user_id,
+            },
+        )
+        return cursor.fetchone() is not None
+
+
+def staff_free_capacity(*, user_id: int, units: int) -> None:
+    from django.db.models import F
+    from django.db.models.functions import Greatest
+
+    StaffProfile.objects.filter(user_id=user_id).update(
+        active_load=Greatest(F("active_load") - units, 0)
+    )
+
+
+def staff_lock_room(*, user_id: int) -> int | None:
+    """Lock the person's staff row for this transaction and return their free units."""
+    row = (
+        StaffProfile.objects.select_for_update()
+        .filter(user_id=user_id)
+        .values_list("capacity", "active_load")
+        .first()
+    )
+    if row is None:
+        return None
+    capacity, load = row
+    return capacity - load

@@ -61,9 +61,14 @@ def sync_role_permissions(apps, schema_editor=None) -> None:
     from django.contrib.auth.management import create_permissions
 
     for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, verbosity=0, apps=apps)
-        app_config.models_module = None
+        # Historical app configs (in migrations) have no models module, which would make
+        # create_permissions skip them.
+        original = app_config.models_module
+        app_config.models_module = original or True
+        try:
+            create_permissions(app_config, verbosity=0, apps=apps)
+        finally:
+            app_config.models_module = original
 
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")

@@ -180,6 +180,8 @@ class Task(models.Model):
         RESOLVED = "resolved", "Resolved"
         DUPLICATE = "duplicate", "Duplicate"
 
+    # The statuses in which a task holds `weight` units of its assignee's capacity.
+    LOADED_STATUSES = (Status.ASSIGNED, Status.IN_PROGRESS)
     OPEN_STATUSES = (
         Status.NEW,
         Status.QUEUED,
@@ -210,8 +212,10 @@ class Task(models.Model):
         blank=True,
         related_name="assigned_tasks",
     )
-    load_units = models.PositiveSmallIntegerField(
-        default=0, editable=False, help_text="Capacity units this task holds of its assignee."
+    weight = models.PositiveSmallIntegerField(
+        default=1,
+        editable=False,
+        help_text="Capacity units the task takes while assigned or in progress (from its type).",
     )
     required_skill = models.ForeignKey(
         Skill, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
