@@ -57,6 +57,7 @@ class Site(models.Model):
         validators=[validate_weekdays],
         help_text="0 = Monday … 6 = Sunday. Empty means open every day.",
     )
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]

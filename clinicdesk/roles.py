@@ -17,6 +17,7 @@ ROLES = (AGENT, SUPERVISOR, MANAGER, COMPLIANCE)
 CONFIG_MODELS = {
     "accounts": ["site", "department", "skill", "staffprofile", "staffskill"],
     "queues": ["tasktype", "queue"],
+    "routing": ["ruleset", "classificationrule", "routingrule"],
 }
 RECORD_MODELS = {"queues": ["task", "taskevent", "inboundmessage"]}
 
@@ -43,6 +44,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "queues.view_taskevent",
         "queues.view_inboundmessage",
         "queues.view_queue",
+        "routing.delete_classificationrule",
+        "routing.delete_routingrule",
         "auditlog.view_logentry",
     ],
     COMPLIANCE: [
@@ -63,7 +66,7 @@ def sync_role_permissions(apps, schema_editor=None) -> None:
     for app_config in apps.get_app_configs():
         # Historical app configs (in migrations) have no models module, which would make
         # create_permissions skip them.
-        original = app_config.models_module
+        original = getattr(app_config, "models_module", None)
         app_config.models_module = original or True
         try:
             create_permissions(app_config, verbosity=0, apps=apps)

@@ -573,7 +573,8 @@ def task_classify(
     *,
     task_id: int,
     actor: Actor,
-    task_type,
+    task_type_id: int | None,
+    weight: int,
     priority: int,
     tags: list[str],
     queue_id: int,
@@ -590,8 +591,8 @@ def task_classify(
     task = _locked(task_id, None)
     _require(task, (Task.Status.NEW, Task.Status.QUEUED), "classified")
     previous_queue = task.queue_id
-    task.task_type = task_type
-    task.weight = task_type.capacity_weight if task_type else 1
+    task.task_type_id = task_type_id
+    task.weight = weight
     task.priority = priority
     task.tags = sorted(set(tags))
     task.queue_id = queue_id

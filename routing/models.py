@@ -1,0 +1,215 @@
+"""Rules that managers edit in the admin. The engine (routing/engine.py) runs them; the admin
+validates them with the engine's own validation functions, so what saves is what runs."""
+
+from __future__ import annotations
+
+from django.contrib.postgres.fields import ArrayField
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import F, Q
+
+from accounts.models import Site, Skill, validate_weekdays
+from queues.models import Channel, Priority, Queue, TaskType
+
+
+class Mode(models.TextChoices):
+    ACTIVE = "active", "Active"
+    SHADOW = "shadow", "Shadow (recorded, never applied)"
+    OFF = "off", "Off"
+
+
+class RuleSet(models.Model):
+    """A versioned set of rules. Exactly one is active; every routing event records the
+    version that decided it. Drafts are edited and replayed before they go live."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        ACTIVE = "active", "Active"
+        RETIRED = "retired", "Retired"
+
+    name = models.CharField(max_length=120)
+    version = models.PositiveIntegerField(unique=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    description = models.TextField(blank=True)
+    based_on = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="drafts"
+    )
+    review_queue = models.ForeignKey(
+        Queue,
+        on_delete=models.PROTECT,
+        related_name="+",
+        limit_choices_to={"kind": Queue.Kind.REVIEW},
+        help_text="Where a task goes when no rule classifies it, or two rules disagree.",
+    )
+    red_flag_phrases = models.TextField(
+        blank=True,
+        help_text="One phrase a line. A match always sends the task to the red-flag queue as P1.",
+    )
+    red_flag_task_type = models.ForeignKey(TaskType, on_delete=models.PROTECT, related_name="+")
+    red_flag_queue = models.ForeignKey(Queue, on_delete=models.PROTECT, related_name="+")
+    revision = models.PositiveIntegerField(
+        default=1, editable=False, help_text="Raised by every edit; routing caches follow it."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="active"), name="ruleset_one_active"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} (v{self.version}, {self.get_status_display().lower()})"
+
+    @property
+    def red_flag_phrase_list(self) -> list[str]:
+        return [line.strip() for line in self.red_flag_phrases.splitlines() if line.strip()]
+
+
+class RuleBase(models.Model):
+    rule_set = models.ForeignKey(RuleSet, on_delete=models.CASCADE)
+    name = models.CharField(max_length=120)
+    order = models.PositiveIntegerField(default=100, help_text="Lower runs first.")
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.ACTIVE)
+    rollout_percent = models.PositiveSmallIntegerField(
+        default=100,
+        validators=[MaxValueValidator(100)],
+        help_text="Apply to this share of matching tasks (stable per task), to pilot a change.",
+    )
+    channels = ArrayField(
+        models.CharField(max_length=10, choices=Channel.choices),
+        default=list,
+        blank=True,
+        help_text="Only for these channels; empty means any.",
+    )
+    notes = models.TextField(blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["order", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ClassificationRule(RuleBase):
+    class PhraseMatch(models.TextChoices):
+        ANY = "any", "Any phrase"
+        ALL = "all", "All phrases"
+
+    rule_set = models.ForeignKey(
+        RuleSet, on_delete=models.CASCADE, related_name="classification_rules"
+    )
+    phrases = models.TextField(
+        blank=True, help_text="One phrase a line; whole words, case-insensitive."
+    )
+    phrase_match = models.CharField(
+        max_length=3, choices=PhraseMatch.choices, default=PhraseMatch.ANY
+    )
+    regex = models.CharField(
+        "regular expression",
+        max_length=500,
+        blank=True,
+        help_text="Searched case-insensitively in the subject and body.",
+    )
+    request_types = ArrayField(
+        models.CharField(max_length=60),
+        default=list,
+        blank=True,
+        help_text="The request type an intake form or system chose; empty means any.",
+    )
+    source_systems = ArrayField(
+        models.CharField(max_length=80),
+        default=list,
+        blank=True,
+        help_text="The sending system; empty means any.",
+    )
+    set_task_type = models.ForeignKey(
+        TaskType, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    set_priority = models.PositiveSmallIntegerField(choices=Priority.choices, null=True, blank=True)
+    min_priority = models.PositiveSmallIntegerField(
+        "raise priority to at least",
+        choices=Priority.choices,
+        null=True,
+        blank=True,
+    )
+    add_tags = ArrayField(models.SlugField(max_length=40), default=list, blank=True)
+    stop = models.BooleanField(
+        "stop here", default=False, help_text="Evaluate no further rules when this one applies."
+    )
+
+    class Meta(RuleBase.Meta):
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(rollout_percent__lte=100), name="classrule_rollout_0_100"
+            ),
+        ]
+
+    @property
+    def phrase_list(self) -> list[str]:
+        return [line.strip() for line in self.phrases.splitlines() if line.strip()]
+
+
+class RoutingRule(RuleBase):
+    class BusinessHours(models.TextChoices):
+        ANY = "any", "Any time"
+        OPEN = "open", "Only while the site is open"
+        CLOSED = "closed", "Only while the site is closed"
+
+    rule_set = models.ForeignKey(RuleSet, on_delete=models.CASCADE, related_name="routing_rules")
+    task_types = models.ManyToManyField(
+        TaskType, blank=True, related_name="+", help_text="Empty means any type."
+    )
+    priority_min = models.PositiveSmallIntegerField(
+        "most urgent priority", choices=Priority.choices, default=Priority.P1
+    )
+    priority_max = models.PositiveSmallIntegerField(
+        "least urgent priority", choices=Priority.choices, default=Priority.P4
+    )
+    tags_any = ArrayField(
+        models.SlugField(max_length=40),
+        default=list,
+        blank=True,
+        help_text="Applies when the task has any of these tags; empty means any.",
+    )
+    sites = models.ManyToManyField(Site, blank=True, related_name="+")
+    business_hours = models.CharField(
+        max_length=6, choices=BusinessHours.choices, default=BusinessHours.ANY
+    )
+    weekdays = ArrayField(
+        models.PositiveSmallIntegerField(),
+        default=list,
+        blank=True,
+        validators=[validate_weekdays],
+        help_text="0 = Monday … 6 = Sunday; empty means every day.",
+    )
+    time_from = models.TimeField(null=True, blank=True, help_text="Site-local time.")
+    time_to = models.TimeField(
+        null=True, blank=True, help_text="Site-local; earlier than 'from' wraps past midnight."
+    )
+    target_queue = models.ForeignKey(Queue, on_delete=models.PROTECT, related_name="+")
+    required_skill = models.ForeignKey(
+        Skill, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    min_skill_level = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(5)]
+    )
+    priority_override = models.PositiveSmallIntegerField(
+        choices=Priority.choices, null=True, blank=True
+    )
+
+    class Meta(RuleBase.Meta):
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(priority_min__lte=F("priority_max")),
+                name="routingrule_priority_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(min_skill_level__gte=1) & Q(min_skill_level__lte=5),
+                name="routingrule_level_1_to_5",
+            ),
+        ]
