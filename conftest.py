@@ -1,32 +1,41 @@
-import pytest
+pytest_plugins = ["clinicdesk.tests.browser"]
+
+import pytest  # noqa: E402
 
 TRANSACTIONAL_FIXTURES = {"transactional_db", "live_server"}
 
 
 @pytest.fixture(autouse=True)
-def _media_in_tmp(settings, tmp_path):
+def _test_settings(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
+    # Tests run with DEBUG off, where the demo refuses its well-known default password.
+    settings.DEMO_PASSWORD = "clinicdesk-test-demo"
 
 
 @pytest.fixture(autouse=True)
-def _roles_after_flush(request):
-    """A transactional test starts from a flushed database: content types and permissions are
-    recreated with new ids and the role groups (made by a data migration) are gone. Put the
-    roles back and forget the cached content type ids, as a fresh migrate would leave them."""
+def _roles(request):
+    """The role groups come from a data migration, but a transactional test ends by flushing
+    the database, which also recreates content types and permissions with new ids. Every test
+    that touches the database starts with the roles in place and no stale content type ids."""
     marker = request.node.get_closest_marker("django_db")
     transactional = bool(TRANSACTIONAL_FIXTURES & set(request.fixturenames)) or bool(
         marker and marker.kwargs.get("transaction")
     )
-    if not transactional:
+    if transactional:
+        request.getfixturevalue("transactional_db")
+    elif marker or "db" in request.fixturenames:
+        request.getfixturevalue("db")
+    else:
         yield
         return
-    request.getfixturevalue("transactional_db")
     from django.apps import apps
+    from django.contrib.auth.models import Group
     from django.contrib.contenttypes.models import ContentType
 
-    from clinicdesk.roles import sync_role_permissions
+    from clinicdesk.roles import ROLES, sync_role_permissions
 
     ContentType.objects.clear_cache()
-    sync_role_permissions(apps)
+    if transactional or Group.objects.filter(name__in=ROLES).count() < len(ROLES):
+        sync_role_permissions(apps)
     yield
     ContentType.objects.clear_cache()

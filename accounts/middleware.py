@@ -1,4 +1,5 @@
 import time
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -26,7 +27,10 @@ class IdleLogoutMiddleware:
             if last is not None and now - last > settings.SESSION_IDLE_MINUTES * 60:
                 logout(request)
                 messages.info(request, "You were signed out after a period of inactivity.")
-                return redirect(f"{reverse('accounts:login')}?idle=1")
+                query = {"idle": "1"}
+                if request.method == "GET" and not request.headers.get("HX-Request"):
+                    query["next"] = request.get_full_path()
+                return redirect(f"{reverse('accounts:login')}?{urlencode(query)}")
             # Polling fragments (htmx refreshes) must not keep an idle session alive.
             if not request.headers.get("X-Idle-Poll"):
                 request.session[SESSION_KEY] = now

@@ -13,7 +13,7 @@ User = get_user_model()
 @transaction.atomic
 def department_create(*, site: Site, name: str, code: str, description: str = "") -> Department:
     """A department and the group whose members are its staff."""
-    group, _ = Group.objects.get_or_create(name=f"Department: {name}")
+    group, _ = Group.objects.get_or_create(name=f"Department: {name} ({site.code})")
     return Department.objects.create(
         site=site, name=name, code=code, group=group, description=description
     )

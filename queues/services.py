@@ -22,6 +22,8 @@ from django.db.models import F
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
+from auditlog.context import disable_auditlog
+
 from accounts import services as accounts_services
 from accounts.models import StaffProfile
 from queues.models import Queue, Task, TaskEvent
@@ -119,7 +121,10 @@ def _require(task: Task, allowed: tuple[str, ...], action: str) -> None:
 
 def _save(task: Task, *fields: str) -> None:
     task.version += 1
-    task.save(update_fields=[*fields, "version", "updated_at"])
+    # The timeline event each service writes is the record of a state change; field diffs
+    # in the audit log are for edits people make in the admin.
+    with disable_auditlog():
+        task.save(update_fields=[*fields, "version", "updated_at"])
 
 
 def _take_capacity(user_id: int, units: int, *, pushed: bool) -> None:
@@ -546,24 +551,25 @@ def task_create(
     reason: str = "",
 ) -> Task:
     """A new, unclassified task with its first timeline event. Routing classifies it next."""
-    task = Task.objects.create(
-        channel=channel,
-        external_id=external_id,
-        site_id=site_id,
-        subject=subject[:300],
-        body=body,
-        patient_mrn=patient_mrn,
-        patient_name=patient_name,
-        patient_birth_date=patient_birth_date,
-        request_type=request_type,
-        source_system=source_system,
-        tags=list(tags or []),
-        metadata=metadata or {},
-        received_at=received_at,
-        parent_id=parent_id,
-        blocked_by_id=blocked_by_id,
-        status=Task.Status.NEW,
-    )
+    with disable_auditlog():
+        task = Task.objects.create(
+            channel=channel,
+            external_id=external_id,
+            site_id=site_id,
+            subject=subject[:300],
+            body=body,
+            patient_mrn=patient_mrn,
+            patient_name=patient_name,
+            patient_birth_date=patient_birth_date,
+            request_type=request_type,
+            source_system=source_system,
+            tags=list(tags or []),
+            metadata=metadata or {},
+            received_at=received_at,
+            parent_id=parent_id,
+            blocked_by_id=blocked_by_id,
+            status=Task.Status.NEW,
+        )
     task_event_record(task=task, kind=TaskEvent.Kind.CREATED, actor=actor, reason=reason)
     return task
 

@@ -1,0 +1,157 @@
+from io import StringIO
+
+import pytest
+from auditlog.models import LogEntry
+from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth.models import Group
+from django.core.management import CommandError, call_command
+from guardian.models import GroupObjectPermission
+
+from accounts.models import Department, Site, Skill, StaffProfile, StaffSkill
+from accounts.tests.factories import UserFactory
+from clinicdesk.demo import DEPARTMENTS, LOGINS, QUEUES, STAFF, TASK_TYPES
+from queues.models import Queue, TaskType
+
+pytestmark = pytest.mark.django_db
+User = get_user_model()
+
+
+@pytest.fixture(autouse=True)
+def _fast_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def run_demo(*args) -> str:
+    out = StringIO()
+    call_command("demo", *args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def snapshot() -> dict[str, int]:
+    models = [
+        Site,
+        Department,
+        Group,
+        Queue,
+        Skill,
+        TaskType,
+        User,
+        StaffProfile,
+        StaffSkill,
+        GroupObjectPermission,
+        LogEntry,
+    ]
+    counts = {model.__name__: model.objects.count() for model in models}
+    counts["memberships"] = User.groups.through.objects.count()
+    return counts
+
+
+def test_demo_builds_the_clinic():
+    output = run_demo()
+
+    assert Site.objects.get(code="riverside").name == "Riverside Family Practice"
+    assert Department.objects.filter(code__in=[d["code"] for d in DEPARTMENTS]).count() == 7
+    assert Queue.objects.filter(code__in=[q["code"] for q in QUEUES]).count() == len(QUEUES)
+    assert TaskType.objects.filter(code__in=[t["code"] for t in TASK_TYPES]).count() == len(
+        TASK_TYPES
+    )
+    assert StaffProfile.objects.count() == len(STAFF)
+    assert Queue.objects.get(code="needs-review").kind == Queue.Kind.REVIEW
+    assert Queue.objects.get(code="scheduling").assignment_policy == Queue.Policy.PUSH_ROUND_ROBIN
+    assert TaskType.objects.get(code="clinical_triage").capacity_weight == 2
+    assert "Demo clinic ready" in output
+    for username in LOGINS:
+        assert username in output
+
+
+def test_running_demo_twice_changes_nothing():
+    run_demo()
+    before = snapshot()
+
+    output = run_demo()
+
+    assert snapshot() == before  # no duplicates, and no audit entries: nothing was written
+    assert "Created" not in output
+    assert "Updated" not in output
+
+
+def test_demo_logins_authenticate_with_the_demo_password(settings):
+    run_demo()
+    for username in LOGINS:
+        assert authenticate(username=username, password=settings.DEMO_PASSWORD) is not None
+
+
+def test_demo_leaves_a_non_demo_user_of_the_same_name_alone(settings):
+    someone = UserFactory(username="billing1", email="billing1@hospital.example")
+    password_hash = someone.password
+
+    run_demo()
+
+    someone.refresh_from_db()
+    assert someone.password == password_hash
+    assert not someone.groups.exists()
+    assert authenticate(username="billing1", password=settings.DEMO_PASSWORD) is None
+
+
+def test_frontdesk_agent_sees_front_desk_queues_but_not_triage():
+    run_demo()
+    frontdesk1 = User.objects.get(username="frontdesk1")
+
+    visible = set(Queue.objects.visible_to(frontdesk1).values_list("code", flat=True))
+
+    assert {"front-desk", "needs-review", "holding"} <= visible
+    assert "triage" not in visible
+    assert "billing" not in visible
+
+
+def test_supervisor_sees_the_queues_of_their_three_departments():
+    run_demo()
+    supervisor1 = User.objects.get(username="supervisor1")
+
+    visible = set(Queue.objects.visible_to(supervisor1).values_list("code", flat=True))
+
+    assert {"front-desk", "billing", "scheduling"} <= visible
+    assert "triage" not in visible
+    assert supervisor1.groups.filter(name="Supervisor").exists()
+
+
+def test_manager_sees_every_queue_and_may_use_the_admin_without_being_superuser():
+    run_demo()
+    manager1 = User.objects.get(username="manager1")
+
+    assert Queue.objects.visible_to(manager1).count() == Queue.objects.count()
+    assert manager1.is_staff
+    assert not manager1.is_superuser
+
+
+def test_compliance_sees_every_queue():
+    run_demo()
+    compliance1 = User.objects.get(username="compliance1")
+
+    assert Queue.objects.visible_to(compliance1).count() == Queue.objects.count()
+    assert not compliance1.is_staff
+
+
+def test_demo_staff_include_people_who_are_not_available():
+    run_demo()
+
+    assert StaffProfile.objects.filter(availability="away").exists()
+    assert StaffProfile.objects.filter(
+        availability="offline", user__groups__department__isnull=False
+    ).exists()
+    on_call = StaffProfile.objects.get(user__username="nurse3")
+    assert on_call.shift_start.hour == 16 and on_call.shift_end.hour == 8
+
+
+def test_tasks_option_is_refused_until_the_routing_engine_lands():
+    with pytest.raises(CommandError, match="task generation arrives with the routing engine"):
+        run_demo("--tasks", "5")
+    with pytest.raises(CommandError, match="0 or more"):
+        run_demo("--tasks", "-1")
+    assert not Site.objects.filter(code="riverside").exists()
+
+
+def test_tasks_zero_builds_the_clinic():
+    run_demo("--tasks", "0")
+
+    assert Site.objects.filter(code="riverside").exists()
