@@ -50,12 +50,18 @@ def test_timeline_event_cannot_be_updated_through_the_orm():
 
 def test_timeline_event_cannot_be_updated_or_deleted_in_raw_sql():
     event = TaskEventFactory()
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("UPDATE queues_taskevent SET reason = 'x' WHERE id = %s", [event.pk])
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM queues_taskevent WHERE id = %s", [event.pk])
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("UPDATE queues_taskevent SET reason = 'x' WHERE id = %s", [event.pk])
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("DELETE FROM queues_taskevent WHERE id = %s", [event.pk])
     assert TaskEvent.objects.filter(pk=event.pk).exists()
 
 

@@ -86,9 +86,7 @@ def test_leaving_a_department_takes_effect_at_once(clinic):
     assert list(Task.objects.visible_to(profile.user)) == [clinic["triage_task"]]
 
 
-def test_visible_to_is_one_query_whatever_the_number_of_queues(
-    clinic, django_assert_num_queries
-):
+def test_visible_to_is_one_query_whatever_the_number_of_queues(clinic, django_assert_num_queries):
     user = StaffProfileFactory(departments=[clinic["billing"], clinic["triage"]]).user
     for _ in range(5):
         QueueFactory(department=clinic["billing"])

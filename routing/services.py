@@ -1,0 +1,368 @@
+"""Routing's writes: run the engine for a task and persist its decision under the right locks.
+
+These are also the orchestrating functions that the pages, the API and the jobs call for any
+change that frees capacity or needs a new assignment: each calls the state-machine service of
+`queues.services` and then offers the freed capacity to queued work, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts import services as accounts_services
+from accounts.models import StaffProfile
+from queues import services as queues_services
+from queues.models import Queue, Task
+from queues.services import Actor, CapacityError, FreedCapacity
+from routing import engine, selectors
+
+ROUTER = "system:router"
+MAX_ASSIGN_ATTEMPTS = 5
+
+
+def _facts(task: Task, snapshot: selectors.RoutingSnapshot, now: datetime) -> engine.TaskFacts:
+    local_now, site_open = snapshot.local_now(task.site_id, now)
+    urgency = task.metadata.get("urgency") if isinstance(task.metadata, dict) else None
+    return engine.TaskFacts(
+        key=str(task.pk),
+        channel=task.channel,
+        subject=task.subject,
+        body=task.body,
+        local_now=local_now,
+        request_type=task.request_type,
+        source_system=task.source_system,
+        site_id=task.site_id,
+        patient_key=task.patient_mrn,
+        urgency_hint=urgency if urgency in (1, 2, 3, 4) else None,
+        tags=tuple(task.tags),
+        site_business_open=site_open,
+    )
+
+
+def _summary(decision: engine.Decision, snapshot: selectors.RoutingSnapshot) -> str:
+    queue = snapshot.queue(decision.queue_id).name
+    if decision.needs_review:
+        return f"Needs review: sent to {queue} for a person to classify."
+    return f"Classified as {decision.task_type} P{decision.priority}; routed to {queue}."
+
+
+@transaction.atomic
+def task_route(
+    *,
+    task: Task,
+    actor: Actor = ROUTER,
+    now: datetime | None = None,
+    snapshot: selectors.RoutingSnapshot | None = None,
+) -> engine.Decision:
+    """Classify, route and assign a new task, recording each step with its explanation."""
+    now = now or timezone.now()
+    snapshot = snapshot or selectors.routing_snapshot()
+    pool = engine.CandidatePool(selectors.candidates(patient_key=task.patient_mrn))
+    decision = engine.decide(snapshot.compiled, _facts(task, snapshot, now), pool, now)
+    type_id, weight = snapshot.task_types.get(decision.task_type, (None, 1))
+    explanation = decision.explanation_dict()
+    explanation.pop("assignment", None)
+    queues_services.task_classify(
+        task_id=task.pk,
+        actor=actor,
+        task_type_id=type_id,
+        weight=weight,
+        priority=decision.priority,
+        tags=list(decision.tags),
+        queue_id=decision.queue_id,
+        required_skill_id=snapshot.skills.get(decision.required_skill),
+        min_skill_level=max(decision.min_skill_level, 1),
+        rule_id=decision.routing_rule_id,
+        rule_set_version=decision.rule_set_version,
+        explanation=explanation,
+        reason=_summary(decision, snapshot),
+    )
+    _assign(
+        task_id=task.pk,
+        assignment=decision.explanation.assignment,
+        rule_set_version=decision.rule_set_version,
+    )
+    return decision
+
+
+def _assign(
+    *, task_id: int, assignment: engine.Assignment, rule_set_version: int | None
+) -> int | None:
+    """Push to the engine's choice; when someone's capacity went in the meantime (the
+    database refuses), ask the engine again without them. Nobody eligible: the task waits."""
+    excluded: set[int] = set(assignment.exclude)
+    for _ in range(MAX_ASSIGN_ATTEMPTS):
+        if assignment.pull_only:
+            return None
+        if assignment.assignee_id is None:
+            queues_services.task_mark_waiting(
+                task_id=task_id, actor=ROUTER, explanation=assignment.explanation_dict()
+            )
+            return None
+        try:
+            with transaction.atomic():
+                queues_services.task_assign(
+                    task_id=task_id,
+                    assignee_id=assignment.assignee_id,
+                    actor=ROUTER,
+                    explanation=assignment.explanation_dict(),
+                    rule_set_version=rule_set_version,
+                )
+        except CapacityError:
+            excluded.add(assignment.assignee_id)
+            assignment = engine.choose_assignee(
+                assignment.queue,
+                assignment.required_skill,
+                assignment.min_level,
+                assignment.weight,
+                assignment.pool,
+                assignment.patient_key,
+                assignment.now,
+                exclude=frozenset(excluded),
+            )
+            continue
+        return assignment.assignee_id
+    return None
+
+
+def _task_assignment(
+    task: Task,
+    snapshot: selectors.RoutingSnapshot,
+    pool: engine.CandidatePool,
+    now: datetime,
+) -> engine.Assignment:
+    return engine.choose_assignee(
+        snapshot.queue(task.queue_id),
+        snapshot.skill_codes.get(task.required_skill_id, ""),
+        task.min_skill_level,
+        task.weight,
+        pool,
+        task.patient_mrn,
+        now,
+    )
+
+
+@transaction.atomic
+def task_offer(*, task_id: int, now: datetime | None = None) -> int | None:
+    """Offer one queued task to the best available person of its queue."""
+    now = now or timezone.now()
+    task = Task.objects.get(pk=task_id)
+    if task.status != Task.Status.QUEUED or task.assignee_id or task.blocked_by_id:
+        return None
+    snapshot = selectors.routing_snapshot()
+    if task.queue_id not in snapshot.spec.queues:
+        return None
+    pool = engine.CandidatePool(
+        selectors.candidates(patient_key=task.patient_mrn, queue_id=task.queue_id)
+    )
+    return _assign(
+        task_id=task.pk,
+        assignment=_task_assignment(task, snapshot, pool, now),
+        rule_set_version=task.rule_set_version,
+    )
+
+
+NEXT_WAITING_SQL = """
+SELECT id FROM queues_task
+ WHERE status = 'queued' AND assignee_id IS NULL AND blocked_by_id IS NULL
+   AND queue_id = ANY(%(queue_ids)s) AND NOT (id = ANY(%(tried)s))
+ ORDER BY priority, claim_due_at, created_at, id
+ LIMIT 1
+ FOR UPDATE SKIP LOCKED
+"""
+
+
+@transaction.atomic
+def offer_queued_work(
+    *, user_id: int | None = None, queue_ids: list[int] | None = None, limit: int = 25
+) -> int:
+    """Freed capacity: offer queued work of the person's push queues (or of the given queues)
+    again, highest priority and oldest first, to whoever is best placed now. Returns how many
+    tasks were assigned. Stops after `limit` attempts, so one call stays short."""
+    now = timezone.now()
+    snapshot = selectors.routing_snapshot()
+    people = selectors.candidates()
+    if queue_ids is None:
+        mine = next((c for c in people if c.staff_id == user_id), None)
+        queue_ids = sorted(mine.queue_ids) if mine else []
+    queue_ids = [
+        q
+        for q in queue_ids
+        if q in snapshot.spec.queues and snapshot.spec.queues[q].policy != "pull_only"
+    ]
+    if not queue_ids:
+        return 0
+    by_id = {c.staff_id: c for c in people}
+    tried: list[int] = []
+    assigned = 0
+    for _ in range(limit):
+        with connection.cursor() as cursor:
+            cursor.execute(NEXT_WAITING_SQL, {"queue_ids": queue_ids, "tried": tried})
+            row = cursor.fetchone()
+        if row is None:
+            break
+        task = Task.objects.get(pk=row[0])
+        tried.append(task.pk)
+        pool = engine.CandidatePool(
+            by_id.values()
+            if not task.patient_mrn
+            else selectors.candidates(patient_key=task.patient_mrn, queue_id=task.queue_id)
+        )
+        assignee = _assign(
+            task_id=task.pk,
+            assignment=_task_assignment(task, snapshot, pool, now),
+            rule_set_version=task.rule_set_version,
+        )
+        if assignee is not None:
+            assigned += 1
+            person = by_id.get(assignee)
+            if person is not None:
+                by_id[assignee] = dataclasses.replace(
+                    person, active_load=person.active_load + task.weight, last_assigned_at=now
+                )
+    return assigned
+
+
+def _after(freed: FreedCapacity) -> None:
+    if freed.user_id is not None:
+        offer_queued_work(user_id=freed.user_id)
+
+
+# --- the actions people take: one function each, used by pages, API and jobs ---------------
+
+
+@transaction.atomic
+def task_submit(*, actor: Actor, now: datetime | None = None, **fields) -> Task:
+    """Intake → classify → route → assign, in one transaction."""
+    task = queues_services.task_create(actor=actor, **fields)
+    task_route(task=task, now=now)
+    task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def task_resolve(
+    *, task_id: int, actor: Actor, outcome: str, note: str = "", expected_version=None
+) -> Task:
+    task, freed = queues_services.task_resolve(
+        task_id=task_id, actor=actor, outcome=outcome, note=note, expected_version=expected_version
+    )
+    _after(freed)
+    return task
+
+
+@transaction.atomic
+def task_hold(
+    *, task_id: int, actor: Actor, reason: str, follow_up_at=None, expected_version=None
+) -> Task:
+    task, freed = queues_services.task_hold(
+        task_id=task_id,
+        actor=actor,
+        reason=reason,
+        follow_up_at=follow_up_at,
+        expected_version=expected_version,
+    )
+    _after(freed)
+    return task
+
+
+@transaction.atomic
+def task_release(*, task_id: int, actor: Actor, reason: str = "", expected_version=None) -> Task:
+    task, freed = queues_services.task_release(
+        task_id=task_id, actor=actor, reason=reason, expected_version=expected_version
+    )
+    _after(freed)
+    # The released task is offered again, but not to the person who just gave it back.
+    if task.assignee_id is None and freed.user_id is not None:
+        _offer_excluding(task_id=task.pk, excluded=freed.user_id)
+    return task
+
+
+def _offer_excluding(*, task_id: int, excluded: int) -> None:
+    now = timezone.now()
+    task = Task.objects.get(pk=task_id)
+    if task.status != Task.Status.QUEUED or task.assignee_id:
+        return
+    snapshot = selectors.routing_snapshot()
+    if task.queue_id not in snapshot.spec.queues:
+        return
+    pool = engine.CandidatePool(
+        selectors.candidates(patient_key=task.patient_mrn, queue_id=task.queue_id)
+    )
+    assignment = engine.choose_assignee(
+        snapshot.queue(task.queue_id),
+        snapshot.skill_codes.get(task.required_skill_id, ""),
+        task.min_skill_level,
+        task.weight,
+        pool,
+        task.patient_mrn,
+        now,
+        exclude=frozenset([excluded]),
+    )
+    _assign(task_id=task.pk, assignment=assignment, rule_set_version=task.rule_set_version)
+
+
+@transaction.atomic
+def task_resume(*, task_id: int, actor: Actor, expected_version=None) -> Task:
+    task = queues_services.task_resume(
+        task_id=task_id, actor=actor, expected_version=expected_version
+    )
+    if task.status == Task.Status.QUEUED:
+        task_offer(task_id=task.pk)
+        task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def task_reopen(*, task_id: int, actor: Actor, reason: str, expected_version=None) -> Task:
+    task = queues_services.task_reopen(
+        task_id=task_id, actor=actor, reason=reason, expected_version=expected_version
+    )
+    task_offer(task_id=task.pk)
+    task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def task_reroute(
+    *, task_id: int, actor: Actor, to_queue: Queue, reason: str, expected_version=None
+) -> Task:
+    """Hand a task on to another queue with a reason; it is offered there at once."""
+    task, freed = queues_services.task_move(
+        task_id=task_id,
+        actor=actor,
+        to_queue_id=to_queue.pk,
+        reason=reason,
+        expected_version=expected_version,
+    )
+    task_offer(task_id=task.pk)
+    _after(freed)
+    task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def task_reassign(
+    *, task_id: int, actor: Actor, to_user, reason: str, expected_version=None
+) -> Task:
+    task, freed = queues_services.task_reassign(
+        task_id=task_id,
+        actor=actor,
+        to_user=to_user,
+        reason=reason,
+        expected_version=expected_version,
+    )
+    _after(freed)
+    return task
+
+
+@transaction.atomic
+def staff_set_availability(*, profile: StaffProfile, availability: str) -> StaffProfile:
+    profile = accounts_services.staff_set_availability(profile=profile, availability=availability)
+    if availability == StaffProfile.Availability.AVAILABLE:
+        offer_queued_work(user_id=profile.user_id)
+    return profile
