@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts import services as accounts_services
 from accounts.models import StaffProfile
 from queues import services as queues_services
-from queues.models import Queue, Task
+from queues.models import Queue, Task, TaskEvent
 from queues.services import Actor, CapacityError, FreedCapacity
 from routing import engine, selectors
 
@@ -65,7 +66,8 @@ def task_route(
     decision = engine.decide(snapshot.compiled, _facts(task, snapshot, now), pool, now)
     type_id, weight = snapshot.task_types.get(decision.task_type, (None, 1))
     explanation = decision.explanation_dict()
-    explanation.pop("assignment", None)
+    explanation.pop("assignment", None)  # recorded on the assignment's own event
+    explanation["classification_rule_ids"] = list(decision.classification_rule_ids)
     queues_services.task_classify(
         task_id=task.pk,
         actor=actor,
@@ -230,6 +232,84 @@ def offer_queued_work(
 def _after(freed: FreedCapacity) -> None:
     if freed.user_id is not None:
         offer_queued_work(user_id=freed.user_id)
+
+
+@transaction.atomic
+def task_reclassify(
+    *,
+    task_id: int,
+    actor: Actor,
+    task_type_code: str,
+    priority: int | None = None,
+    reason: str = "",
+    expected_version: int | None = None,
+) -> Task:
+    """A person classifies a task (typically from Needs review). The routing rules then run for
+    that classification, and the timeline records it as a correction of the classification
+    rules that decided before, which rule health counts against them."""
+    now = timezone.now()
+    snapshot = selectors.routing_snapshot()
+    if task_type_code not in snapshot.spec.task_types:
+        raise ValidationError({"task_type": "Choose one of the clinic's task types."})
+    if priority is not None and priority not in (1, 2, 3, 4):
+        raise ValidationError({"priority": "Priority is P1 (urgent) to P4 (low)."})
+    task = Task.objects.select_for_update().get(pk=task_id)
+    if expected_version is not None and task.version != expected_version:
+        raise queues_services.StaleTaskError(
+            f"Task #{task.pk} was changed by someone else while you had it open.", code="stale"
+        )
+    if task.status not in (Task.Status.NEW, Task.Status.QUEUED):
+        raise queues_services.TaskStateError(
+            f"Task #{task.pk} is {task.get_status_display().lower()}; release it before "
+            "classifying it again.",
+            code="invalid_state",
+        )
+    routed = task.events.filter(kind=TaskEvent.Kind.ROUTED).order_by("-id").first()
+    previous_rules = (routed.explanation or {}).get("classification_rule_ids", []) if routed else []
+    type_spec = snapshot.spec.task_types[task_type_code]
+    chosen_priority = priority or type_spec.default_priority
+    facts = _facts(task, snapshot, now)
+    route = engine.route_classified(
+        snapshot.compiled, facts, task_type_code, chosen_priority, tuple(task.tags)
+    )
+    type_id, weight = snapshot.task_types[task_type_code]
+    queue_name = snapshot.queue(route.queue_id).name
+    queues_services.task_classify(
+        task_id=task.pk,
+        actor=actor,
+        task_type_id=type_id,
+        weight=weight,
+        priority=route.priority,
+        tags=list(task.tags),
+        queue_id=route.queue_id,
+        required_skill_id=snapshot.skills.get(route.required_skill),
+        min_skill_level=max(route.min_skill_level, 1),
+        rule_id=route.routing_rule_id,
+        rule_set_version=snapshot.version,
+        kind=TaskEvent.Kind.RECLASSIFIED,
+        reason=reason.strip()
+        or f"Classified by a person as {type_spec.name}; routed to {queue_name}.",
+        explanation={
+            "correction": {
+                "from_type": task.task_type.code if task.task_type_id else None,
+                "to_type": task_type_code,
+                "from_queue_id": task.queue_id,
+                "corrected_rule_ids": previous_rules,
+            },
+            "route": {
+                "rule_id": route.routing_rule_id,
+                "rule": route.routing_rule_name or None,
+                "queue_id": route.queue_id,
+                "queue": queue_name,
+                "by": "rule" if route.routing_rule_id else f"default queue of {type_spec.name}",
+            },
+            "priority": route.priority,
+            "rule_set_version": snapshot.version,
+        },
+    )
+    task_offer(task_id=task.pk, now=now)
+    task.refresh_from_db()
+    return task
 
 
 # --- the actions people take: one function each, used by pages, API and jobs ---------------

@@ -241,3 +241,39 @@ def test_capacity_race_many_routers_never_overbook_anyone():
         assert profile.active_load == held <= 3
     assert Task.objects.filter(status="assigned").count() == 12
     assert Task.objects.filter(status="queued", waiting_for_capacity=True).count() == 68
+
+
+def test_a_person_classifies_a_needs_review_task_and_it_counts_as_a_correction(clinic):
+    kim = agent(clinic["billing"], "kim")
+    task = submit("Hello, a question about my bill from March")
+    assert task.queue == clinic["rules"].review_queue
+    task = services.task_reclassify(
+        task_id=task.pk, actor=kim.user, task_type_code="claim_denial", reason="It is a denial"
+    )
+    assert task.task_type.code == "claim_denial"
+    assert task.queue == clinic["billing_queue"]
+    assert task.assignee == kim.user
+    event = task.events.get(kind=TaskEvent.Kind.RECLASSIFIED)
+    assert event.actor == kim.user
+    assert event.explanation["correction"]["to_type"] == "claim_denial"
+    assert event.from_queue == clinic["rules"].review_queue
+
+
+def test_correcting_a_wrong_classification_names_the_rules_that_got_it_wrong(clinic):
+    task = submit("Please send my medical records to the billing office")
+    assert task.task_type.code == "records_request"
+    records_rule = clinic["rules"].classification_rules.get(name="Records")
+    task = services.task_reclassify(
+        task_id=task.pk, actor="supervisor1", task_type_code="claim_denial"
+    )
+    event = task.events.get(kind=TaskEvent.Kind.RECLASSIFIED)
+    assert event.explanation["correction"]["corrected_rule_ids"] == [records_rule.pk]
+
+
+def test_reclassify_to_an_unknown_type_names_the_field(clinic):
+    from django.core.exceptions import ValidationError
+
+    task = submit("Hello")
+    with pytest.raises(ValidationError) as error:
+        services.task_reclassify(task_id=task.pk, actor="x", task_type_code="nonsense")
+    assert "task_type" in error.value.message_dict
