@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from auditlog.context import disable_auditlog
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
-
-from auditlog.context import disable_auditlog
 
 from accounts import services as accounts_services
 from accounts.models import StaffProfile

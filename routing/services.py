@@ -12,6 +12,7 @@ from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
+from django.db.models import F, Max
 from django.utils import timezone
 
 from accounts import services as accounts_services
@@ -20,6 +21,7 @@ from queues import services as queues_services
 from queues.models import Queue, Task, TaskEvent
 from queues.services import Actor, CapacityError, FreedCapacity
 from routing import engine, selectors
+from routing.models import RuleSet
 
 ROUTER = "system:router"
 MAX_ASSIGN_ATTEMPTS = 5
@@ -446,3 +448,86 @@ def staff_set_availability(*, profile: StaffProfile, availability: str) -> Staff
     if availability == StaffProfile.Availability.AVAILABLE:
         offer_queued_work(user_id=profile.user_id)
     return profile
+
+
+# --- rule sets: the writes managers make in the admin ---------------------------------------
+
+
+def next_rule_set_version() -> int:
+    return (RuleSet.objects.aggregate(top=Max("version"))["top"] or 0) + 1
+
+
+def rule_set_touch(*rule_set_ids: int | None) -> None:
+    """Raise the revision that the routing caches key on, after any change to a set's rules."""
+    ids = {pk for pk in rule_set_ids if pk is not None}
+    if ids:
+        RuleSet.objects.filter(pk__in=ids).update(revision=F("revision") + 1)
+
+
+def _lock_rule_sets() -> None:
+    # Every rule set row, in one order: two managers activating or copying at once queue up
+    # here instead of racing to the one-active index or the unique version.
+    list(RuleSet.objects.select_for_update().order_by("pk").values_list("pk", flat=True))
+
+
+@transaction.atomic
+def rule_set_activate(*, rule_set_id: int) -> tuple[RuleSet, RuleSet | None, tuple[str, ...]]:
+    """Make the set the active one and retire the one before it. Returns the set, the retired
+    set (or None) and the rules the engine will disable (they fail validation)."""
+    _lock_rule_sets()
+    rule_set = RuleSet.objects.get(pk=rule_set_id)
+    if rule_set.status == RuleSet.Status.ACTIVE:
+        raise ValidationError(f"{rule_set} is already the active rule set.")
+    try:
+        compiled = selectors.build_snapshot(rule_set.pk).compiled
+    except engine.RuleSetError as error:
+        raise ValidationError(f"{rule_set} cannot route tasks: {error}") from error
+    previous = RuleSet.objects.filter(status=RuleSet.Status.ACTIVE).first()
+    # Retire first: the partial unique index allows one active row at every statement.
+    if previous is not None:
+        previous.status = RuleSet.Status.RETIRED
+        previous.save(update_fields=["status"])
+    rule_set.status = RuleSet.Status.ACTIVE
+    rule_set.activated_at = timezone.now()
+    rule_set.save(update_fields=["status", "activated_at"])
+    rule_set_touch(rule_set.pk, previous.pk if previous else None)
+    return rule_set, previous, tuple(compiled.problems)
+
+
+@transaction.atomic
+def rule_set_copy(*, rule_set_id: int) -> RuleSet:
+    """A new draft with the next version and a copy of every rule of the set.
+
+    Saved one row at a time, so the audit log records each copied rule with its actor. The
+    copies get new ids, so a rule in partial rollout samples a different share of tasks.
+    """
+    _lock_rule_sets()
+    source = RuleSet.objects.get(pk=rule_set_id)
+    draft = RuleSet.objects.create(
+        name=source.name,
+        version=next_rule_set_version(),
+        status=RuleSet.Status.DRAFT,
+        description=source.description,
+        based_on=source,
+        review_queue_id=source.review_queue_id,
+        red_flag_phrases=source.red_flag_phrases,
+        red_flag_task_type_id=source.red_flag_task_type_id,
+        red_flag_queue_id=source.red_flag_queue_id,
+    )
+    for rule in source.classification_rules.order_by("order", "id"):
+        rule.pk = None
+        rule._state.adding = True
+        rule.rule_set = draft
+        rule.save()
+    for rule in source.routing_rules.order_by("order", "id").prefetch_related(
+        "task_types", "sites"
+    ):
+        task_types, sites = list(rule.task_types.all()), list(rule.sites.all())
+        rule.pk = None
+        rule._state.adding = True
+        rule._prefetched_objects_cache = {}  # else the copy's relations read the source's
+        rule.rule_set = draft
+        rule.save()
+        rule.task_types.set(task_types)
+        rule.sites.set(sites)
+    return draft
