@@ -53,7 +53,7 @@ def _summary(decision: engine.Decision, snapshot: selectors.RoutingSnapshot) -> 
     return f"Classified as {decision.task_type} P{decision.priority}; routed to {queue}."
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def task_route(
     *,
     task: Task,
@@ -150,7 +150,7 @@ def _task_assignment(
     )
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def task_offer(*, task_id: int, now: datetime | None = None) -> int | None:
     """Offer one queued task to the best available person of its queue."""
     now = now or timezone.now()
@@ -180,7 +180,7 @@ SELECT id FROM queues_task
 """
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def offer_queued_work(
     *, user_id: int | None = None, queue_ids: list[int] | None = None, limit: int = 25
 ) -> int:
