@@ -69,7 +69,13 @@ _RATE_RE = re.compile(r"_(per_s|per_sec|per_second|tps)(_(median|mean|min|max|p\
 DURATION_SUFFIXES = ("_ms", "_us", "_ns", "_s", "_seconds")
 # libpq connection keywords that may sit in DATABASES["default"]["OPTIONS"] and that Django
 # itself consumes instead of passing on.
-_DJANGO_ONLY_OPTIONS = {"assume_role", "isolation_level", "pool", "server_side_binding"}
+_DJANGO_ONLY_OPTIONS = {
+    "assume_role",
+    "isolation_level",
+    "pool",
+    "prepare_threshold",
+    "server_side_binding",
+}
 _TPS_RE = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
 _LATENCY_RE = re.compile(r"^latency average = ([0-9.]+) ms", re.MULTILINE)
 _TRANSACTIONS_RE = re.compile(r"^number of transactions actually processed: (\d+)", re.MULTILINE)

@@ -145,6 +145,14 @@ _socket_dir = DATABASES["default"].get("OPTIONS", {}).pop("host", None)
 if _socket_dir and not DATABASES["default"].get("HOST"):
     DATABASES["default"]["HOST"] = _socket_dir
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Server-side binding lets psycopg prepare the statements a connection runs again and again
+# (routing's staff and fingerprint reads, the claim query): their planning cost more than
+# their execution. Turn it off (DB_PREPARED_STATEMENTS=false) behind a pooler in transaction
+# mode that cannot keep prepared statements.
+if env_bool("DB_PREPARED_STATEMENTS", True):
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        server_side_binding=True, prepare_threshold=5
+    )
 DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get(
     "TEST_DATABASE_NAME", "test_clinicdesk"
 )

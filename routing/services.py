@@ -24,6 +24,7 @@ from routing import engine, selectors
 from routing.models import RuleSet
 
 ROUTER = "system:router"
+_NOBODY = engine.CandidatePool(())
 MAX_ASSIGN_ATTEMPTS = 5
 
 
@@ -64,8 +65,9 @@ def task_route(
     """Classify, route and assign a new task, recording each step with its explanation."""
     now = now or timezone.now()
     snapshot = snapshot or selectors.routing_snapshot()
-    pool = engine.CandidatePool(selectors.candidates(patient_key=task.patient_mrn))
-    decision = engine.decide(snapshot.compiled, _facts(task, snapshot, now), pool, now)
+    # Classify and route first, then load only the people of the chosen queue: the staff
+    # query is the costliest read of the intake path, and most staff work other queues.
+    decision = engine.decide(snapshot.compiled, _facts(task, snapshot, now), _NOBODY, now)
     type_id, weight = snapshot.task_types.get(decision.task_type, (None, 1))
     explanation = decision.explanation_dict()
     explanation.pop("assignment", None)  # recorded on the assignment's own event
@@ -85,11 +87,24 @@ def task_route(
         explanation=explanation,
         reason=_summary(decision, snapshot),
     )
-    _assign(
-        task_id=task.pk,
-        assignment=decision.explanation.assignment,
-        rule_set_version=decision.rule_set_version,
+    queue = snapshot.queue(decision.queue_id)
+    pool = (
+        _NOBODY
+        if queue.policy == "pull_only"
+        else engine.CandidatePool(
+            selectors.candidates(patient_key=task.patient_mrn, queue_id=queue.id)
+        )
     )
+    assignment = engine.choose_assignee(
+        queue,
+        decision.required_skill,
+        decision.min_skill_level,
+        weight,
+        pool,
+        task.patient_mrn,
+        now,
+    )
+    _assign(task_id=task.pk, assignment=assignment, rule_set_version=decision.rule_set_version)
     return decision
 
 

@@ -9,8 +9,19 @@ from guardian.models import GroupObjectPermission
 
 from accounts.models import Department, Site, Skill, StaffProfile, StaffSkill
 from accounts.tests.factories import UserFactory
-from clinicdesk.demo import DEPARTMENTS, LOGINS, QUEUES, STAFF, TASK_TYPES
-from queues.models import Queue, TaskType
+from clinicdesk.demo import (
+    CLASSIFICATION_RULES,
+    DEPARTMENTS,
+    LOGINS,
+    QUEUES,
+    ROUTING_RULES,
+    RULE_SET,
+    STAFF,
+    TASK_TYPES,
+)
+from queues.models import Queue, Task, TaskType
+from routing import selectors
+from routing.models import ClassificationRule, RoutingRule, RuleSet
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
@@ -40,9 +51,15 @@ def snapshot() -> dict[str, int]:
         StaffSkill,
         GroupObjectPermission,
         LogEntry,
+        RuleSet,
+        ClassificationRule,
+        RoutingRule,
+        Task,
     ]
     counts = {model.__name__: model.objects.count() for model in models}
     counts["memberships"] = User.groups.through.objects.count()
+    counts["routing rule types"] = RoutingRule.task_types.through.objects.count()
+    counts["rule set revision"] = sum(RuleSet.objects.values_list("revision", flat=True))
     return counts
 
 
@@ -143,12 +160,78 @@ def test_demo_staff_include_people_who_are_not_available():
     assert on_call.shift_start.hour == 16 and on_call.shift_end.hour == 8
 
 
-def test_tasks_option_is_refused_until_the_routing_engine_lands():
-    with pytest.raises(CommandError, match="task generation arrives with the routing engine"):
-        run_demo("--tasks", "5")
+def test_negative_tasks_are_refused_before_anything_is_built():
     with pytest.raises(CommandError, match="0 or more"):
         run_demo("--tasks", "-1")
     assert not Site.objects.filter(code="riverside").exists()
+
+
+def test_tasks_option_routes_a_generated_morning():
+    output = run_demo("--tasks", "12", "--date", "2025-03-11")
+
+    tasks = Task.objects.all()
+    assert tasks.count() == 12
+    assert not tasks.filter(queue__isnull=True).exists()
+    assert set(tasks.values_list("rule_set_version", flat=True)) == {RULE_SET["version"]}
+    assert "loaded: 12 new tasks" in output
+    assert "Routed to the expected queue" in output
+
+
+def test_demo_creates_the_active_rule_set():
+    output = run_demo()
+
+    rule_set = RuleSet.objects.get(version=RULE_SET["version"])
+    assert rule_set.status == RuleSet.Status.ACTIVE
+    assert rule_set.name == "Riverside rules"
+    assert rule_set.review_queue.code == "needs-review"
+    assert rule_set.red_flag_queue.code == "triage"
+    assert rule_set.red_flag_task_type.code == "clinical_triage"
+    assert {"chest pain", "shortness of breath", "suicidal"} <= set(rule_set.red_flag_phrase_list)
+    assert rule_set.classification_rules.count() == len(CLASSIFICATION_RULES)
+    assert rule_set.routing_rules.count() == len(ROUTING_RULES)
+    assert selectors.routing_snapshot().compiled.problems == ()
+    assert "routing rules" in output
+
+
+def test_demo_restores_its_rules_and_leaves_a_managers_rules_alone():
+    run_demo()
+    rule_set = RuleSet.objects.get(version=RULE_SET["version"])
+    revision = rule_set.revision
+    ClassificationRule.objects.filter(rule_set=rule_set, name="Claim denial").update(
+        phrases="denied"
+    )
+    ClassificationRule.objects.create(
+        rule_set=rule_set, name="Parking", phrases="parking", add_tags=["parking"]
+    )
+
+    run_demo()
+
+    rule_set.refresh_from_db()
+    restored = rule_set.classification_rules.get(name="Claim denial")
+    assert "claim denied" in restored.phrase_list
+    assert rule_set.classification_rules.filter(name="Parking").exists()
+    assert rule_set.revision > revision  # routing caches see the change
+
+
+def test_demo_does_not_take_over_when_another_rule_set_is_active():
+    run_demo()
+    demo_set = RuleSet.objects.get(version=RULE_SET["version"])
+    RuleSet.objects.filter(pk=demo_set.pk).update(status=RuleSet.Status.RETIRED)
+    other = RuleSet.objects.create(
+        name="Manager's rules",
+        version=7,
+        status=RuleSet.Status.ACTIVE,
+        review_queue=demo_set.review_queue,
+        red_flag_queue=demo_set.red_flag_queue,
+        red_flag_task_type=demo_set.red_flag_task_type,
+    )
+
+    run_demo()
+
+    demo_set.refresh_from_db()
+    other.refresh_from_db()
+    assert demo_set.status == RuleSet.Status.RETIRED
+    assert other.status == RuleSet.Status.ACTIVE
 
 
 def test_tasks_zero_builds_the_clinic():

@@ -192,8 +192,13 @@ def test_32_people_pressing_next_task_never_share_a_task_or_exceed_capacity():
     queue = QueueFactory(department=department)
     task_type = TaskTypeFactory(default_queue=queue)
     Task.objects.bulk_create(
-        Task(channel="portal", task_type=task_type, queue=queue, subject=f"t{i}", status="queued")
-        for i in range(2000)
+        (
+            Task(
+                channel="portal", task_type=task_type, queue=queue, subject=f"t{i}", status="queued"
+            )
+            for i in range(2000)
+        ),
+        batch_size=500,
     )
     people = [StaffProfileFactory(departments=[department], capacity=80).user for _ in range(32)]
     claimed: dict[int, list[int]] = {person.pk: [] for person in people}
