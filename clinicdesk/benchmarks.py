@@ -5,9 +5,7 @@ storm of assigners. Each runs in a scratch database; `make bench` prints them be
 from __future__ import annotations
 
 import contextlib
-import itertools
 import random
-import threading
 import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -87,60 +85,75 @@ def _submit(item, external_id: str, now: datetime):
     )
 
 
+def _client_process(slot: int, seconds: float, items, now, start_at: float, out) -> None:
+    """One client in its own process, as a gunicorn worker would be: warm up, wait for the
+    common start, submit tasks for `seconds`, send back the latencies."""
+    from django.db import connections as child_connections
+
+    try:
+        _submit(items[slot], f"warm-{slot}", now)
+        time.sleep(max(0.0, start_at - time.time()))
+        deadline = time.perf_counter() + seconds
+        samples = []
+        n = 0
+        while time.perf_counter() < deadline:
+            item = items[(slot * 7919 + n) % len(items)]
+            began = time.perf_counter()
+            _submit(item, f"bench-{slot}-{n}", now)
+            samples.append(time.perf_counter() - began)
+            n += 1
+        out.send(("ok", samples))
+    except BaseException as error:  # reported by the parent
+        out.send(("error", repr(error)))
+    finally:
+        child_connections.close_all()
+        out.close()
+
+
 def intake_route_assign_8_clients(ctx: BenchContext) -> dict:
-    """8 concurrent clients, each submitting tasks one transaction at a time."""
+    """8 concurrent clients, each a process submitting tasks one transaction at a time."""
+    import multiprocessing
+
     clients, seconds = 8, 8.0
     with ctx.scratch_database("intake_8"):
         _demo_clinic()
         items = _items(500)
         now = _weekday_morning()
-        counter = itertools.count()
-        latencies: list[list[float]] = [[] for _ in range(clients)]
-        errors: list[BaseException] = []
-        start_gate = threading.Barrier(clients + 1)
-
-        def client(slot: int) -> None:
-            try:
-                # Warm the process-level caches once (rule snapshot, connection).
-                _submit(items[slot], f"warm-{slot}", now)
-                start_gate.wait()
-                deadline = time.perf_counter() + seconds
-                mine = latencies[slot]
-                while time.perf_counter() < deadline:
-                    n = next(counter)
-                    began = time.perf_counter()
-                    _submit(items[n % len(items)], f"bench-{n}", now)
-                    mine.append(time.perf_counter() - began)
-            except BaseException as error:  # reported below
-                errors.append(error)
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        for thread in threads:
-            thread.start()
-        start_gate.wait()
-        began = time.perf_counter()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - began
-        if errors:
-            raise errors[0]
-        samples = [s for slot in latencies for s in slot]
+        connections.close_all()  # children open their own
+        fork = multiprocessing.get_context("fork")
+        start_at = time.time() + 3.0
+        pipes, processes = [], []
+        for slot in range(clients):
+            receive, send = fork.Pipe(duplex=False)
+            process = fork.Process(
+                target=_client_process, args=(slot, seconds, items, now, start_at, send)
+            )
+            process.start()
+            send.close()
+            pipes.append(receive)
+            processes.append(process)
+        results = [pipe.recv() for pipe in pipes]
+        for process in processes:
+            process.join()
+        failures = [detail for status, detail in results if status != "ok"]
+        if failures:
+            raise RuntimeError(f"a client failed: {failures[0]}")
+        samples = [s for _, slot_samples in results for s in slot_samples]
         from queues.models import Task
 
         committed = Task.objects.filter(external_id__startswith="bench-").count()
         connections.close_all()
-    rate = len(samples) / elapsed
     return {
-        "tasks_per_s": round(rate, 1),
+        "tasks_per_s": round(len(samples) / seconds, 1),
         "target_tasks_per_s": ">= 0.3 W",
         "p50_ms": round(median(samples) * 1000, 2),
         "p99_ms": round(percentile(samples, 99) * 1000, 2),
         "target_p99_ms": 15,
         "tasks": len(samples),
         "committed_tasks": committed,
+        "target_committed_tasks": f">= {len(samples)}",
         "clients": clients,
+        "client_kind": "processes",
     }
 
 
@@ -161,8 +174,8 @@ def demo_morning_250(ctx: BenchContext) -> dict:
         counts = {c.name: c.total for c in demo_traffic.queue_counts(run)}
         connections.close_all()
     return {
-        "seconds": round(run.seconds, 3),
-        "target_seconds": 1.0,
+        "elapsed_s": round(run.seconds, 3),
+        "target_elapsed_s": "<= 1",
         "routed": run.created,
         "red_flags": total,
         "red_flags_in_triage": in_triage,
@@ -172,15 +185,59 @@ def demo_morning_250(ctx: BenchContext) -> dict:
     }
 
 
-def assigners_32_20k(ctx: BenchContext) -> dict:
-    """32 concurrent assigners over 20,000 tasks and 40 staff: submitting, resolving (which
-    offers the freed capacity to waiting work) and pressing Next task, all at once."""
+def _assigner_process(seed: int, total: int, counter, items, now, staff_ids, out) -> None:
+    """One of the concurrent assigners, in its own process: submit a task (routed and pushed),
+    and now and then resolve someone's task (freeing capacity that is offered to waiting
+    work) or press Next task for someone."""
     from django.contrib.auth import get_user_model
+    from django.db import connections as child_connections
+
+    from queues.models import Task
+    from queues.services import CapacityError, TaskStateError, task_claim_next
+    from routing import services
+
+    rng = random.Random(seed)
+    users = {u.pk: u for u in get_user_model().objects.filter(pk__in=staff_ids)}
+    done = 0
+    try:
+        while True:
+            with counter.get_lock():
+                n = counter.value
+                counter.value += 1
+            if n >= total:
+                break
+            _submit(items[n % len(items)], f"storm-{n}", now)
+            done += 1
+            roll = rng.random()
+            if roll < 0.45:
+                user_id = rng.choice(staff_ids)
+                task_id = (
+                    Task.objects.filter(assignee_id=user_id, status__in=Task.LOADED_STATUSES)
+                    .values_list("id", flat=True)
+                    .first()
+                )
+                if task_id is not None:
+                    # Someone else may have resolved or moved it first.
+                    with contextlib.suppress(TaskStateError):
+                        services.task_resolve(task_id=task_id, actor=users[user_id], outcome="done")
+            elif roll < 0.55:
+                with contextlib.suppress(CapacityError):
+                    task_claim_next(user=users[rng.choice(staff_ids)])
+        out.send(("ok", done))
+    except BaseException as error:  # reported by the parent
+        out.send(("error", repr(error)))
+    finally:
+        child_connections.close_all()
+        out.close()
+
+
+def assigners_32_20k(ctx: BenchContext) -> dict:
+    """32 concurrent assigners (processes) over 20,000 tasks and 40 staff, all at once:
+    nobody may end over capacity, and no task may be lost or assigned twice."""
+    import multiprocessing
 
     from accounts.models import StaffProfile
     from queues.models import Task, TaskEvent
-    from queues.services import CapacityError, task_claim_next
-    from routing import services
 
     workers, total_tasks = 32, 20_000
     with ctx.scratch_database("assigners_32"):
@@ -188,54 +245,30 @@ def assigners_32_20k(ctx: BenchContext) -> dict:
         have = StaffProfile.objects.count()
         _grow_staff(max(0, 40 - have), capacity=None)
         staff_ids = list(StaffProfile.objects.values_list("user_id", flat=True))
-        users = {u.pk: u for u in get_user_model().objects.filter(pk__in=staff_ids)}
         items = _items(1000, seed=11)
         now = _weekday_morning()
-        counter = itertools.count()
-        errors: list[BaseException] = []
-        rng_seed = itertools.count(1)
-
-        def assigner() -> None:
-            rng = random.Random(next(rng_seed))
-            try:
-                while True:
-                    n = next(counter)
-                    if n >= total_tasks:
-                        break
-                    _submit(items[n % len(items)], f"storm-{n}", now)
-                    roll = rng.random()
-                    if roll < 0.45:
-                        _resolve_one(rng)
-                    elif roll < 0.55:
-                        with contextlib.suppress(CapacityError):
-                            task_claim_next(user=users[rng.choice(staff_ids)])
-            except BaseException as error:  # reported below
-                errors.append(error)
-            finally:
-                connection.close()
-
-        def _resolve_one(rng: random.Random) -> None:
-            user_id = rng.choice(staff_ids)
-            task_id = (
-                Task.objects.filter(assignee_id=user_id, status__in=Task.LOADED_STATUSES)
-                .values_list("id", flat=True)
-                .first()
-            )
-            if task_id is None:
-                return
-            # Someone else may have resolved or moved it first.
-            with contextlib.suppress(services.queues_services.TaskStateError):
-                services.task_resolve(task_id=task_id, actor=users[user_id], outcome="done")
-
-        threads = [threading.Thread(target=assigner) for _ in range(workers)]
+        connections.close_all()
+        fork = multiprocessing.get_context("fork")
+        counter = fork.Value("i", 0)
+        pipes, processes = [], []
         began = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        for seed in range(1, workers + 1):
+            receive, send = fork.Pipe(duplex=False)
+            process = fork.Process(
+                target=_assigner_process,
+                args=(seed, total_tasks, counter, items, now, staff_ids, send),
+            )
+            process.start()
+            send.close()
+            pipes.append(receive)
+            processes.append(process)
+        results = [pipe.recv() for pipe in pipes]
+        for process in processes:
+            process.join()
         elapsed = time.perf_counter() - began
-        if errors:
-            raise errors[0]
+        failures = [detail for status, detail in results if status != "ok"]
+        if failures:
+            raise RuntimeError(f"an assigner failed: {failures[0]}")
 
         with connection.cursor() as cursor:
             cursor.execute(
@@ -266,19 +299,20 @@ def assigners_32_20k(ctx: BenchContext) -> dict:
         "tasks": total_tasks,
         "tasks_stored": stored,
         "tasks_lost": total_tasks - stored,
-        "target_tasks_lost": 0,
+        "target_tasks_lost": "<= 0",
         "people_over_capacity": over_capacity,
-        "target_people_over_capacity": 0,
+        "target_people_over_capacity": "<= 0",
         "load_mismatches": load_mismatch,
-        "target_load_mismatches": 0,
+        "target_load_mismatches": "<= 0",
         "tasks_assigned_twice": assigned_twice,
-        "target_tasks_assigned_twice": 0,
+        "target_tasks_assigned_twice": "<= 0",
         "assignments": assigned_events,
         "resolved": resolved,
         "staff": len(staff_ids),
         "workers": workers,
+        "worker_kind": "processes",
         "tasks_per_s": round(total_tasks / elapsed, 1),
-        "seconds": round(elapsed, 1),
+        "elapsed_s": round(elapsed, 1),
     }
 
 
