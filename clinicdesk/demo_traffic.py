@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -1228,13 +1227,13 @@ def submit_morning(
     now: datetime | None = None,
     actor: str = DEMO_ACTOR,
 ) -> MorningRun:
-    """Intake, classify, route and assign every item with `routing.services.task_submit`,
+    """Intake, classify, route and assign every item with `routing.services.task_submit_batch`,
     in arrival order, in one transaction. Each is routed at its arrival time on `day`
     (default: today in the clinic's zone) unless `now` fixes one routing time for all (tests).
     Items already loaded (same channel and external id) are not submitted again."""
     from accounts.models import Site
     from queues.models import Task
-    from routing.services import task_submit
+    from routing.services import task_submit_batch
 
     started = _time.perf_counter()
     zone = ZoneInfo(CLINIC_ZONE)
@@ -1245,32 +1244,34 @@ def submit_morning(
         for t in Task.objects.filter(external_id__in=[i.external_id for i in items])
     }
     run = MorningRun(items=list(items), tasks=[], day=day)
-    with transaction.atomic():
-        for item in items:
-            task = existing.get((item.channel, item.external_id))
-            if task is not None:
-                run.skipped += 1
-                run.tasks.append(task)
-                continue
-            received = item.received_at(day, CLINIC_ZONE)
-            task = task_submit(
-                actor=actor,
-                now=now or received,
-                channel=item.channel,
-                subject=item.subject,
-                body=item.body,
-                external_id=item.external_id,
-                site_id=site_ids.get(item.site),
-                patient_mrn=item.patient_mrn,
-                patient_name=item.patient_name,
-                patient_birth_date=item.patient_birth_date,
-                request_type=item.request_type,
-                source_system=item.source_system,
-                metadata=dict(item.metadata),
-                received_at=received,
-            )
+    fresh = [i for i in items if (i.channel, i.external_id) not in existing]
+    drafts = [
+        {
+            "now": now or item.received_at(day, CLINIC_ZONE),
+            "channel": item.channel,
+            "subject": item.subject,
+            "body": item.body,
+            "external_id": item.external_id,
+            "site_id": site_ids.get(item.site),
+            "patient_mrn": item.patient_mrn,
+            "patient_name": item.patient_name,
+            "patient_birth_date": item.patient_birth_date,
+            "request_type": item.request_type,
+            "source_system": item.source_system,
+            "metadata": dict(item.metadata),
+            "received_at": item.received_at(day, CLINIC_ZONE),
+        }
+        for item in fresh
+    ]
+    created = iter(task_submit_batch(actor=actor, drafts=drafts))
+    for item in items:
+        task = existing.get((item.channel, item.external_id))
+        if task is not None:
+            run.skipped += 1
+        else:
+            task = next(created)
             run.created += 1
-            run.tasks.append(task)
+        run.tasks.append(task)
     run.seconds = _time.perf_counter() - started
     return run
 
