@@ -69,9 +69,7 @@ def database_url(base_dir: Path) -> str:
     if not marker.exists():
         _tune(server, pgdata)
         marker.write_text("tuned\n")
-    exists = server.psql(
-        f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';"
-    ).strip()
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';").strip()
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {DATABASE_NAME};")
     return server.get_uri(DATABASE_NAME)

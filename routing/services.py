@@ -276,6 +276,14 @@ def task_reclassify(
         raise queues_services.StaleTaskError(
             f"Task #{task.pk} was changed by someone else while you had it open.", code="stale"
         )
+    actor_id = getattr(actor, "pk", None)
+    if task.status in Task.LOADED_STATUSES and actor_id and task.assignee_id == actor_id:
+        # Whoever holds a Needs-review task (say, from Next task) may classify it: it goes
+        # back to the queue first, so their capacity is freed and the move is on the record.
+        task, freed = queues_services.task_release(
+            task_id=task.pk, actor=actor, reason="Released to classify it."
+        )
+        _after(freed)
     if task.status not in (Task.Status.NEW, Task.Status.QUEUED):
         raise queues_services.TaskStateError(
             f"Task #{task.pk} is {task.get_status_display().lower()}; release it before "

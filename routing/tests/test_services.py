@@ -277,3 +277,20 @@ def test_reclassify_to_an_unknown_type_names_the_field(clinic):
     with pytest.raises(ValidationError) as error:
         services.task_reclassify(task_id=task.pk, actor="x", task_type_code="nonsense")
     assert "task_type" in error.value.message_dict
+
+
+def test_the_holder_of_a_needs_review_task_may_classify_it(clinic):
+    from queues.services import queue_grant, task_claim_next
+
+    kim = agent(clinic["billing"], "kim")
+    queue_grant(queue=clinic["rules"].review_queue, group=clinic["billing"].group)
+    task = submit("Hello, a question about my bill from March")
+    claimed = task_claim_next(user=kim.user)
+    assert claimed.pk == task.pk
+    task = services.task_reclassify(task_id=task.pk, actor=kim.user, task_type_code="claim_denial")
+    assert task.queue == clinic["billing_queue"]
+    kinds = list(task.events.values_list("kind", flat=True))
+    assert kinds[-3:] == ["released", "reclassified", "assigned"]
+    assert task.assignee == kim.user
+    kim.refresh_from_db()
+    assert kim.active_load == 1

@@ -33,9 +33,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", default=os.environ.get("PORT", "8000"))
-        parser.add_argument(
-            "--no-demo", action="store_true", help="Do not load the demo clinic."
-        )
+        parser.add_argument("--no-demo", action="store_true", help="Do not load the demo clinic.")
 
     def handle(self, *args, host: str, port: str, no_demo: bool, **options):
         call_command("migrate", interactive=False, verbosity=0)
