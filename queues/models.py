@@ -293,6 +293,12 @@ class Task(models.Model):
                 condition=Q(status="queued", assignee__isnull=True),
                 name="task_claimable",
             ),
+            # Next task for someone who works a single queue: the same order within it.
+            models.Index(
+                fields=["queue", "priority", "claim_due_at", "id"],
+                condition=Q(status="queued", assignee__isnull=True),
+                name="task_claimable_by_queue",
+            ),
             models.Index(
                 fields=["queue", "priority", "created_at"],
                 condition=Q(status__in=["new", "queued", "assigned", "in_progress", "on_hold"]),

@@ -248,11 +248,21 @@ UPDATE queues_task
  WHERE id = (
         SELECT id FROM queues_task
          WHERE status = 'queued' AND assignee_id IS NULL AND blocked_by_id IS NULL
-           AND queue_id = ANY(%(queue_ids)s) AND weight <= %(room)s
+           AND {queue_condition} AND weight <= %(room)s
          ORDER BY priority, claim_due_at, id
          FOR UPDATE SKIP LOCKED
          LIMIT 1)
 RETURNING id, weight
+"""
+# One queue: walk that queue's part of `task_claimable_by_queue`. Several: walk the global
+# claim order (`task_claimable`), after checking through the per-queue index that any of them
+# has claimable work at all, so that an empty set of queues never walks the whole index.
+CLAIM_ONE_QUEUE_SQL = CLAIM_NEXT_SQL.format(queue_condition="queue_id = %(queue_id)s")
+CLAIM_MANY_QUEUES_SQL = CLAIM_NEXT_SQL.format(queue_condition="queue_id = ANY(%(queue_ids)s)")
+ANY_CLAIMABLE_SQL = """
+SELECT EXISTS (SELECT 1 FROM queues_task
+                WHERE status = 'queued' AND assignee_id IS NULL AND blocked_by_id IS NULL
+                  AND queue_id = ANY(%(queue_ids)s))
 """
 
 
@@ -277,11 +287,15 @@ def task_claim_next(*, user) -> Task | None:
     )
     if not queue_ids:
         return None
+    params = {"user_id": user.pk, "now": timezone.now(), "room": room}
     with connection.cursor() as cursor:
-        cursor.execute(
-            CLAIM_NEXT_SQL,
-            {"user_id": user.pk, "now": timezone.now(), "queue_ids": queue_ids, "room": room},
-        )
+        if len(queue_ids) == 1:
+            cursor.execute(CLAIM_ONE_QUEUE_SQL, {**params, "queue_id": queue_ids[0]})
+        else:
+            cursor.execute(ANY_CLAIMABLE_SQL, {"queue_ids": queue_ids})
+            if not cursor.fetchone()[0]:
+                return None
+            cursor.execute(CLAIM_MANY_QUEUES_SQL, {**params, "queue_ids": queue_ids})
         row = cursor.fetchone()
     if row is None:
         return None

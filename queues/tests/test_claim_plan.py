@@ -1,0 +1,171 @@
+"""Next task stays an index walk of `task_claimable` however many closed tasks the table holds.
+
+A fast plan test, not a timing test: a few thousand closed tasks and some queued ones, the
+statistics refreshed, sequential scans priced out (as they are on a table of a million rows),
+then the plan of the claim SELECT that `task_claim_next` runs, as a one-off statement and as
+the generic plan PostgreSQL caches for the prepared statement (psycopg prepares it after five
+runs). queues/benchmarks.py measures the same at 1,000,000 rows.
+"""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from accounts.tests.factories import DepartmentFactory, StaffProfileFactory
+from queues import services
+from queues.benchmarks import claim_select_sql, explain_claim, summarize_plan
+from queues.models import Task
+from queues.tests.factories import QueueFactory, TaskTypeFactory
+
+pytestmark = pytest.mark.django_db
+
+CLOSED = 3000
+
+
+@pytest.fixture
+def department():
+    return DepartmentFactory()
+
+
+@pytest.fixture
+def queue(department):
+    return QueueFactory(department=department)
+
+
+@pytest.fixture
+def worker(department):
+    return StaffProfileFactory(departments=[department], capacity=100).user
+
+
+def _closed_tasks(queue, count: int) -> None:
+    """`count` resolved tasks in one INSERT … SELECT, older than any queued one."""
+    task_type = TaskTypeFactory(default_queue=queue)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO queues_task (
+                channel, external_id, priority, status, weight, min_skill_level,
+                waiting_for_capacity, patient_mrn, patient_name, subject, body, request_type,
+                source_system, tags, metadata, created_at, updated_at, resolved_at,
+                claim_due_at, hold_reason, outcome, reroute_count, reopen_count, version,
+                queue_id, task_type_id)
+            SELECT 'portal', '', 1 + mod(i, 4), 'resolved', 1, 1, false, '', '',
+                   'closed ' || i, '', '', '', '{}', '{}',
+                   now() - interval '30 days' + i * interval '1 minute', now(), now(),
+                   now() - interval '30 days' + i * interval '1 minute', '', 'done', 0, 0, 1,
+                   %s, %s
+              FROM generate_series(1, %s) AS i
+            """,
+            [queue.pk, task_type.pk, count],
+        )
+
+
+def _queued(queue, priority: int, due, **fields) -> Task:
+    return Task.objects.create(
+        channel="portal",
+        queue=queue,
+        priority=priority,
+        claim_due_at=due,
+        status=Task.Status.QUEUED,
+        subject=f"P{priority} due {due}",
+        **fields,
+    )
+
+
+def _plan_text(queue_ids, *, generic: bool) -> str:
+    plan = explain_claim(queue_ids, 100, analyze=False, generic=generic)
+    return summarize_plan(plan)
+
+
+@pytest.fixture
+def big_table_statistics(queue):
+    """Closed tasks, a few queued ones, fresh statistics and sequential scans priced out."""
+    _closed_tasks(queue, CLOSED)
+    now = timezone.now()
+    for n in range(40):
+        _queued(queue, 1 + n % 4, now + timedelta(minutes=n))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE queues_task")
+        cursor.execute("SET LOCAL enable_seqscan = off")
+
+
+def test_claim_select_is_the_service_statement():
+    select = claim_select_sql()
+    assert select.startswith("SELECT id FROM queues_task")
+    assert "ORDER BY priority, claim_due_at, id" in select
+    assert "FOR UPDATE SKIP LOCKED" in select
+    assert select.rstrip().endswith("LIMIT 1")
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["one-off", "prepared-generic"])
+def test_claim_select_walks_the_claimable_index(queue, big_table_statistics, generic):
+    text = _plan_text([queue.pk], generic=generic)
+    # Limit > LockRows > Index Scan using task_claimable: the rows come in claim order from
+    # the partial index, so the first unlocked one ends the scan.
+    assert "Index Scan using task_claimable" in text, text
+    assert text.startswith("Limit > LockRows > Index Scan using task_claimable"), text
+    assert "Sort" not in text, text
+    assert "queues_task_pkey" not in text, text
+    assert "Seq Scan" not in text, text
+
+
+def test_claim_plan_runs_on_few_buffers(queue, big_table_statistics):
+    plan = explain_claim([queue.pk], 100)
+    nodes = [plan["Plan"]]
+    while nodes[-1].get("Plans"):
+        nodes.append(nodes[-1]["Plans"][0])
+    scan = nodes[-1]
+    assert scan["Index Name"] == "task_claimable"
+    assert scan["Actual Rows"] == 1
+    # A handful of pages, however many closed tasks there are.
+    assert scan["Shared Hit Blocks"] + scan.get("Shared Read Blocks", 0) < 20, scan
+
+
+def test_claim_order_is_priority_then_claim_due_then_id(queue, worker):
+    _closed_tasks(queue, 500)
+    now = timezone.now()
+    soon, later = now + timedelta(minutes=5), now + timedelta(hours=2)
+    tasks = [
+        _queued(queue, 3, soon),
+        _queued(queue, 2, later),
+        _queued(queue, 1, later),
+        _queued(queue, 2, soon),
+        _queued(queue, 1, later),  # same priority and due time: the lower id first
+        _queued(queue, 4, now - timedelta(days=1)),  # overdue, but the lowest priority
+        _queued(queue, 1, None),  # no due time: after every due one of its priority
+        _queued(queue, 1, now),
+    ]
+    far_future = now + timedelta(days=365)
+    expected = sorted(tasks, key=lambda t: (t.priority, t.claim_due_at or far_future, t.pk))
+
+    claimed = []
+    while (task := services.task_claim_next(user=worker)) is not None:
+        claimed.append(task.pk)
+
+    assert claimed == [t.pk for t in expected]
+    assert [Task.objects.get(pk=pk).priority for pk in claimed] == [1, 1, 1, 1, 2, 2, 3, 4]
+    assert not Task.objects.filter(status=Task.Status.QUEUED).exists()
+    assert Task.objects.filter(status=Task.Status.RESOLVED).count() == 500
+
+
+def test_someone_who_works_one_queue_walks_only_that_queue(queue, worker):
+    import re
+
+    from queues.services import CLAIM_ONE_QUEUE_SQL
+
+    other = QueueFactory()
+    _closed_tasks(queue, CLOSED)
+    for n in range(50):
+        _queued(other, 1, timezone.now() + timedelta(minutes=n))  # more urgent, elsewhere
+    mine = _queued(queue, 3, timezone.now())
+    inner = re.search(r"WHERE id = \(\s*(SELECT .*?LIMIT 1)\s*\)", CLAIM_ONE_QUEUE_SQL, re.S)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE queues_task")
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {inner.group(1)}", {"queue_id": queue.pk, "room": 5})
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "task_claimable_by_queue" in plan
+    assert "Sort" not in plan
+    assert services.task_claim_next(user=worker).pk == mine.pk
