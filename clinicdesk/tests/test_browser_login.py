@@ -45,6 +45,9 @@ def test_agent_signs_in_and_sees_her_queues(live_server, page, alice):
 
     login(page, live_server, "alice", PASSWORD)
 
+    # Staff land on their own work after signing in; Home lists the queues they may see.
+    expect(page).to_have_url(f"{live_server.url}/work/")
+    page.get_by_role("link", name="Home").click()
     expect(page).to_have_url(f"{live_server.url}/")
     expect(page.get_by_role("heading", name="Welcome, Alice")).to_be_visible()
     expect(page.get_by_role("banner")).to_contain_text("Alice Moreno")

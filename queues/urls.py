@@ -1,0 +1,27 @@
+from django.urls import include, path
+
+from queues.views import holding, queue, task, work
+
+app_name = "queues"
+
+task_urls = [
+    path("", task.task_detail, name="task"),
+    path("timeline/", task.task_timeline, name="task_timeline"),
+    path("<slug:action>/", task.task_action, name="task_action"),
+]
+
+queue_urls = [
+    path("", queue.queue_detail, name="queue"),
+    path("rows/", queue.queue_rows, name="queue_rows"),
+    path("reassign/", queue.queue_reassign, name="queue_reassign"),
+]
+
+urlpatterns = [
+    path("work/", work.my_work, name="my_work"),
+    path("work/next/", work.next_task, name="next_task"),
+    path("work/availability/", work.set_availability, name="availability"),
+    path("queues/", queue.queue_list, name="queue_list"),
+    path("queues/<int:queue_id>/", include(queue_urls)),
+    path("tasks/<int:task_id>/", include(task_urls)),
+    path("holding/", holding.holding_list, name="holding"),
+]
