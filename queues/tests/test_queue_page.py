@@ -453,3 +453,18 @@ def test_compliance_reads_every_queue_but_every_post_is_refused(client, carol, d
     assert client.post(reverse("queues:next_task")).status_code == 403
     task.refresh_from_db()
     assert task.assignee is None
+
+
+def test_a_huge_backlog_is_counted_up_to_a_cap(client, monkeypatch):
+    from queues.views import queue as queue_views
+
+    monkeypatch.setattr(queue_views, "COUNT_CAP", 3)
+    department = DepartmentFactory()
+    queue = QueueFactory(department=department)
+    task_type = TaskTypeFactory(default_queue=queue)
+    for _ in range(5):
+        TaskFactory(task_type=task_type)
+    member = StaffProfileFactory(departments=[department]).user
+    client.force_login(member)
+    page = client.get(reverse("queues:queue", args=[queue.pk])).content.decode()
+    assert "3+ tasks" in page

@@ -130,6 +130,9 @@ def _get_queue_for_user(user, queue_id: int) -> Queue:
     return queue
 
 
+COUNT_CAP = 1000
+
+
 def _listing(request, queue: Queue) -> dict:
     """One page of the queue's tasks as the query string asks: filters, sort and cursor."""
     now = timezone.now()
@@ -146,7 +149,10 @@ def _listing(request, queue: Queue) -> dict:
         "sort_label": dict(SORT_CHOICES)[sort],
         "sort_urls": {key: _sort_url(request.GET, key) for key in SORTS},
         "tasks": rows,
-        "total": tasks.count(),
+        # Counting stops past COUNT_CAP: an exact total of a huge backlog costs a scan of it
+        # on every refresh, and "1000+" tells a person as much.
+        "total": min(total := tasks[: COUNT_CAP + 1].count(), COUNT_CAP),
+        "total_capped": total > COUNT_CAP,
         "now": now,
         "refresh_seconds": REFRESH_SECONDS,
         "filters_query": filters,
