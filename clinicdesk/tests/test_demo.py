@@ -5,6 +5,7 @@ from auditlog.models import LogEntry
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
+from django.test import RequestFactory
 from guardian.models import GroupObjectPermission
 
 from accounts.models import Department, Site, Skill, StaffProfile, StaffSkill
@@ -95,7 +96,14 @@ def test_running_demo_twice_changes_nothing():
 def test_demo_logins_authenticate_with_the_demo_password(settings):
     run_demo()
     for username in LOGINS:
-        assert authenticate(username=username, password=settings.DEMO_PASSWORD) is not None
+        assert (
+            authenticate(
+                RequestFactory().post("/accounts/login/"),
+                username=username,
+                password=settings.DEMO_PASSWORD,
+            )
+            is not None
+        )
 
 
 def test_demo_leaves_a_non_demo_user_of_the_same_name_alone(settings):
@@ -107,7 +115,14 @@ def test_demo_leaves_a_non_demo_user_of_the_same_name_alone(settings):
     someone.refresh_from_db()
     assert someone.password == password_hash
     assert not someone.groups.exists()
-    assert authenticate(username="billing1", password=settings.DEMO_PASSWORD) is None
+    assert (
+        authenticate(
+            RequestFactory().post("/accounts/login/"),
+            username="billing1",
+            password=settings.DEMO_PASSWORD,
+        )
+        is None
+    )
 
 
 def test_frontdesk_agent_sees_front_desk_queues_but_not_triage():
