@@ -1,6 +1,8 @@
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,11 +15,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def fresh_pgdata(tmp_path, monkeypatch):
-    pgdata = tmp_path / "pgdata"
+def fresh_pgdata(monkeypatch):
+    # Under var/ like the real one, not pytest's tmp_path: pytest keeps its temporary root
+    # private to its user (0700), and the server runs as the `pgserver` user when root runs
+    # the tests, so it could not reach a data directory there.
+    (ROOT / "var").mkdir(exist_ok=True)
+    parent = Path(tempfile.mkdtemp(prefix="test-pgdata-", dir=ROOT / "var"))
+    pgdata = parent / "pgdata"
     monkeypatch.setenv("CLINICDESK_PGDATA", str(pgdata))
     yield pgdata
     embedded_db.stop(ROOT)
+    shutil.rmtree(parent, ignore_errors=True)
 
 
 def test_embedded_server_starts_creates_the_database_and_is_reused(fresh_pgdata):
