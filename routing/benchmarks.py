@@ -3,22 +3,30 @@
 Run: `python -m routing.benchmarks` (prints JSON). `BENCHMARKS` maps a name to a no-argument
 function returning the figures, for a `bench` management command to call.
 
-The scenario is generated from a fixed seed: 200 classification rules (mostly phrase rules,
-some regex and structured-field rules, a share in shadow, off or partial rollout), 200 routing
+The headline scenario is the issue's "pure engine, 200 rules, 50 candidates": 200 rules in all,
+150 classification rules (mostly phrase rules, some with a channel condition, a few regex and
+request-type / source-system rules, a share in shadow, off or partial rollout) and 50 routing
 rules (by type, priority, tags, channel, site, business hours and night windows), 12 task
-types, 10 queues, 50 candidates in three time zones, and 2,000 messages of 20-70 words.
+types, 10 queues, 50 candidates in three time zones, and messages of 20-70 words, all
+generated from a fixed seed. A heavier rule set, 200 classification + 200 routing rules, is
+reported as a secondary figure.
 
 Measured as the services run it: the rule set compiled once, the candidates indexed once in a
-`CandidatePool` and reused, explanations not expanded. Every round replays the same messages;
-nothing in the engine caches by message text (its memos are keyed by channel, request type,
-source system, task type and priority), so a replay is not cheaper than fresh traffic. Also
-reported: candidates passed as a plain tuple (indexed on every call), and the cost with
-`explanation_dict()` built for every decision.
+`CandidatePool` and reused, explanations not expanded. Every round decides 2,000 messages it
+has never seen, after a warm-up round of 2,000 others: nothing is replayed, so the engine's
+memos (keyed by rule combination, channel, request type, source system, task type and
+priority, never by message text or task key) help exactly as much as they would with live
+traffic. The rate is the median over the rounds, by the wall clock (`decisions_per_s`, what
+the target is checked against) and by the process's CPU time (`cpu_decisions_per_s_median`:
+one core's throughput, which other work on the machine disturbs less); the load average at
+the start is reported with them. Also reported: candidates passed as a plain tuple (indexed
+on every call), and the cost with `explanation_dict()` built for every decision.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
 import time as _time
@@ -511,8 +519,8 @@ def _facts(rng: random.Random, n: int, start: datetime) -> list[tuple[TaskFacts,
 
 def build_scenario(
     *,
-    classification_rules: int = 200,
-    routing_rules: int = 200,
+    classification_rules: int = 150,
+    routing_rules: int = 50,
     candidates: int = 50,
     messages: int = 2000,
     seed: int = 20240501,
@@ -552,21 +560,16 @@ def _rate(fn: Callable[[], int], rounds: int) -> list[float]:
     return rates
 
 
-def bench_engine(rounds: int = 7, **scenario_args: Any) -> dict[str, Any]:
-    scenario = build_scenario(**scenario_args)
-    compiled, items = scenario.compiled, scenario.items
-    pool = CandidatePool(scenario.candidates)
-
-    def pooled() -> int:
-        for facts, now in items:
-            decide(compiled, facts, pool, now)
-        return len(items)
-
-    some = items[:200]
+def bench_engine(rounds: int = 9, per_round: int = 2000, **scenario_args: Any) -> dict[str, Any]:
+    scenario = build_scenario(messages=per_round * (rounds + 1), **scenario_args)
+    compiled, candidates = scenario.compiled, scenario.candidates
+    pool = CandidatePool(candidates)
+    warm_up, fresh = scenario.items[:per_round], scenario.items[per_round:]
+    some = warm_up[:200]
 
     def unpooled() -> int:  # candidates passed as a plain tuple: indexed on every call
         for facts, now in some:
-            decide(compiled, facts, scenario.candidates, now)
+            decide(compiled, facts, candidates, now)
         return len(some)
 
     def explained() -> int:
@@ -574,25 +577,38 @@ def bench_engine(rounds: int = 7, **scenario_args: Any) -> dict[str, Any]:
             decide(compiled, facts, pool, now).explanation_dict()
         return len(some)
 
-    pooled()  # warm the pool's per-queue orderings, as a long-lived snapshot would be
-    rates = _rate(pooled, rounds)
-    median = statistics.median(rates)
-    decisions = [decide(compiled, f, pool, n) for f, n in items]
+    # The pool's per-queue orderings and the rule set's memos fill, as they would for a
+    # long-lived snapshot and rule set.
+    decisions = [decide(compiled, facts, pool, now) for facts, now in warm_up]
+    load = os.getloadavg()[0]
+    wall: list[float] = []
+    cpu: list[float] = []
+    for i in range(rounds):
+        items = fresh[i * per_round : (i + 1) * per_round]
+        t0, c0 = _time.perf_counter(), _time.process_time()
+        for facts, now in items:
+            decide(compiled, facts, pool, now)
+        c1, t1 = _time.process_time(), _time.perf_counter()
+        wall.append(len(items) / (t1 - t0))
+        cpu.append(len(items) / (c1 - c0))
+    median = statistics.median(wall)
     return {
         # `decisions_per_s` is what `target_decisions_per_s` is checked against by the
         # `bench` harness (clinicdesk/bench.py: target_<metric>); it is the median.
         "decisions_per_s": round(median),
         "decisions_per_s_median": round(median),
         "us_per_decision_median": round(1e6 / median, 2),
-        "decisions_per_s_min": round(min(rates)),
-        "decisions_per_s_max": round(max(rates)),
+        "decisions_per_s_min": round(min(wall)),
+        "decisions_per_s_max": round(max(wall)),
+        "cpu_decisions_per_s_median": round(statistics.median(cpu)),
         "target_decisions_per_s": TARGET_DECISIONS_PER_S,
         "meets_target": median >= TARGET_DECISIONS_PER_S,
         "rounds": rounds,
-        "decisions_per_round": len(items),
+        "decisions_per_round": per_round,
         "classification_rules": len(scenario.spec.classification_rules),
         "routing_rules": len(scenario.spec.routing_rules),
-        "candidates": len(scenario.candidates),
+        "candidates": len(candidates),
+        "load_average_1min_at_start": round(load, 2),
         "unpooled_decisions_per_s_median": round(statistics.median(_rate(unpooled, 3))),
         "with_explanation_dict_per_s_median": round(statistics.median(_rate(explained, 3))),
         "mix": {
@@ -609,11 +625,18 @@ def bench_engine(rounds: int = 7, **scenario_args: Any) -> dict[str, Any]:
 
 
 def engine_200_rules_50_candidates() -> dict[str, Any]:
-    """200 classification + 200 routing rules; also the 150 + 50 split (200 in all)."""
-    result = bench_engine()
-    split = bench_engine(rounds=5, classification_rules=150, routing_rules=50)
-    result["split_150_classification_50_routing"] = {
-        k: split[k] for k in ("decisions_per_s_median", "us_per_decision_median", "meets_target")
+    """200 rules in all (150 classification + 50 routing), 50 candidates: the issue's target.
+    Also the heavier 200 classification + 200 routing rules, as a secondary figure."""
+    result = bench_engine(classification_rules=150, routing_rules=50)
+    heavy = bench_engine(rounds=5, classification_rules=200, routing_rules=200)
+    result["heavy_200_classification_200_routing"] = {
+        k: heavy[k]
+        for k in (
+            "decisions_per_s_median",
+            "us_per_decision_median",
+            "cpu_decisions_per_s_median",
+            "meets_target",
+        )
     }
     return result
 

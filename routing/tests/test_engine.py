@@ -149,6 +149,43 @@ def test_multi_word_phrase_matches_across_case_and_punctuation_but_in_order() ->
     assert decide(rules, facts("prior   authorizations"), [], NOW).needs_review
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Release of information form", True),
+        ("release, of: information", True),  # any run of separators between the words
+        ("release\nof\ninformation", True),
+        ("information release of", False),
+        ("prerelease of information", False),  # whole words only, at either end
+        ("release of informational", False),
+        ("release of  the information", False),
+        ("release of information", True),  # the whole text
+    ],
+)
+def test_phrase_of_several_words_needs_them_adjacent_and_whole(text: str, expected: bool) -> None:
+    rules = compile_ruleset(
+        ruleset((rule(1, phrases=("release of information",), set_task_type="records"),))
+    )
+    assert (decide(rules, facts(text), [], NOW).task_type == "records") is expected
+    assert (trace(rules, facts(text)).task_type == "records") is expected
+
+
+def test_phrases_sharing_words_each_need_their_own_words() -> None:
+    rules = compile_ruleset(
+        ruleset(
+            (
+                rule(1, phrases=("auth number",), set_task_type="prior_auth"),
+                rule(2, phrases=("policy number",), add_tags=("policy",)),
+                rule(3, phrases=("number",), add_tags=("number",)),
+            )
+        )
+    )
+    d = decide(rules, facts("my policy number is 12"), [], NOW)
+    assert (d.classification_rule_ids, d.tags) == ((2, 3), ("policy", "number"))
+    d = decide(rules, facts("the auth number, then policy"), [], NOW)
+    assert (d.classification_rule_ids, d.task_type) == ((1, 3), "prior_auth")
+
+
 def test_phrase_in_subject_counts() -> None:
     rules = compile_ruleset(ruleset((REFILL,)))
     assert decide(rules, facts("see subject", subject="Refill please"), [], NOW).task_type == (
@@ -253,6 +290,48 @@ def test_senders_urgency_is_kept_when_more_urgent_than_the_type_default() -> Non
     assert decide(rules, facts("refill", urgency_hint=4), [], NOW).priority == 3
 
 
+def test_same_rules_applied_to_different_tasks_keep_each_tasks_own_facts() -> None:
+    # what a combination of rules decides is worked out once per rule set and reused; the
+    # task's own urgency hint and tags still count each time
+    rules = compile_ruleset(ruleset((REFILL, rule(2, phrases=("pharmacy",), add_tags=("rx",)))))
+    first = decide(rules, facts("pharmacy refill"), [], NOW)
+    second = decide(rules, facts("refill at the pharmacy", urgency_hint=1, tags=("vip",)), [], NOW)
+    assert (first.priority, first.tags) == (3, ("rx",))
+    assert (second.priority, second.tags) == (1, ("vip", "rx"))
+    assert first.classification_rule_ids == second.classification_rule_ids == (1, 2)
+
+
+def test_a_channel_no_rule_names_is_matched_by_rules_without_a_channel_only() -> None:
+    rules = compile_ruleset(
+        ruleset(
+            (
+                rule(1, phrases=("refill",), channels=("fax",), set_task_type="billing"),
+                rule(2, phrases=("refill",), set_task_type="refill"),
+                rule(3, request_types=("refill",), add_tags=("form",)),
+            )
+        )
+    )
+    for channel in ("sms", "carrier pigeon"):
+        d = decide(rules, facts("refill", channel=channel, request_type="other"), [], NOW)
+        assert (d.task_type, d.classification_rule_ids) == ("refill", (2,))
+    d = decide(rules, facts("refill", channel="fax", request_type="refill"), [], NOW)
+    assert d.needs_review and d.classification_rule_ids == (1, 2, 3)
+
+
+def test_a_regex_is_tried_only_where_its_literals_occur_but_then_anywhere() -> None:
+    rules = compile_ruleset(
+        ruleset(
+            (
+                rule(1, regex=r"\bclaim\s*(no|number|#)", set_task_type="billing"),
+                rule(2, regex=r"\bMRN[:#]?\s*\d{6,}", add_tags=("mrn",)),
+            )
+        )
+    )
+    assert decide(rules, facts("Claim #4 and MRN: 1234567"), [], NOW).tags == ("mrn",)
+    assert decide(rules, facts("CLAIMNO 5"), [], NOW).task_type == "billing"
+    assert decide(rules, facts("claims pending, mrn 12345"), [], NOW).needs_review
+
+
 def test_rules_disagreeing_on_the_type_send_the_task_to_review() -> None:
     rules = compile_ruleset(ruleset((REFILL, BILLING_RULE)))
     d = decide(rules, facts("refill and a bill"), [], NOW)
@@ -327,6 +406,14 @@ def test_off_rule_is_ignored_and_only_counted() -> None:
     x = d.explanation_dict()
     assert x["rules_off"] == 1
     assert all(m["id"] != 2 for m in x["matched"])
+
+
+def test_rule_at_zero_rollout_never_applies_but_is_reported() -> None:
+    zero = rule(2, phrases=("refill",), set_task_type="billing", rollout_percent=0, stop=True)
+    d = decide(compile_ruleset(ruleset((zero, REFILL))), facts("refill"), [], NOW)
+    assert (d.task_type, d.classification_rule_ids) == ("refill", (1,))
+    statuses = {m["id"]: m["status"] for m in d.explanation_dict()["matched"]}
+    assert statuses == {2: "outside_rollout", 1: "applied"}
 
 
 def test_rollout_is_stable_per_task_and_roughly_proportional() -> None:

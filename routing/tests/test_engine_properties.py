@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from routing.engine import (
+    _FOLD,
     CandidatePool,
     CandidateSpec,
     ClassificationRuleSpec,
@@ -21,10 +22,15 @@ from routing.engine import (
     RuleSetSpec,
     TaskFacts,
     TaskTypeSpec,
+    _adjacent,
+    _bucket,
     _CRule,
+    _joined,
     _regex_search,
+    _words,
     compile_ruleset,
     decide,
+    rollout_bucket,
     trace,
 )
 
@@ -322,3 +328,31 @@ def test_the_regex_shortcuts_find_what_a_plain_search_finds(pattern: str, text: 
     expected = re.search(pattern, text, re.IGNORECASE)
     found = _regex_search(rule, text, text.lower())
     assert (found and found.span()) == (expected and expected.span())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(["new", "patient", "of", "info", "x"]), min_size=1, max_size=3),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["new", "patient", "of", "info", "x", "renew", "patients", "é"]),
+            st.sampled_from([" ", ", ", "-", "\n", "!! ", "_"]),
+        ),
+        max_size=8,
+    ),
+)
+def test_the_phrase_pattern_finds_what_joined_words_find(
+    phrase: list[str], pairs: list[tuple[str, str]]
+) -> None:
+    # `decide` looks for a phrase of several words with one pattern over the folded text (or,
+    # for a non-ASCII text, over its words joined); the plain way joins the words of both
+    text = "".join(w + sep for w, sep in pairs)
+    words, phrase_words = _words(text), tuple(_words(" ".join(phrase)))
+    expected = _joined(phrase_words) in _joined(words)
+    haystack = text.encode().translate(_FOLD) if text.isascii() else _joined(words)
+    assert (_adjacent(phrase_words).search(haystack) is not None) is expected
+
+
+@given(st.integers(0, 10**9), st.text(max_size=20))
+def test_the_prepared_rollout_bucket_is_the_documented_one(rule_id: int, key: str) -> None:
+    assert _bucket(f"{rule_id}:".encode(), key) == rollout_bucket(rule_id, key)
