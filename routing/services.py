@@ -381,10 +381,11 @@ def task_release(*, task_id: int, actor: Actor, reason: str = "", expected_versi
     task, freed = queues_services.task_release(
         task_id=task_id, actor=actor, reason=reason, expected_version=expected_version
     )
-    _after(freed)
-    # The released task is offered again, but not to the person who just gave it back.
+    # The released task is offered again, but not to the person who just gave it back; only
+    # then does their freed capacity go to other waiting work.
     if task.assignee_id is None and freed.user_id is not None:
         _offer_excluding(task_id=task.pk, excluded=freed.user_id)
+    _after(freed)
     return task
 
 
