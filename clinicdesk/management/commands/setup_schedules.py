@@ -18,6 +18,23 @@ SCHEDULES = [
         "minutes": 1,
         "repeats": -1,
     },
+    # Both escalation jobs are idempotent and cheap when there is nothing to do. A missed
+    # minute needs no catch-up, since the next run sees everything due: Q_CLUSTER["catch_up"]
+    # is False on purpose.
+    {
+        "name": "escalation-sweep",
+        "func": "escalation.jobs.sweep_job",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 1,
+        "repeats": -1,
+    },
+    {
+        "name": "escalation-send-notifications",
+        "func": "escalation.jobs.send_notifications_job",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 1,
+        "repeats": -1,
+    },
 ]
 
 
