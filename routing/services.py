@@ -154,6 +154,7 @@ def _task_assignment(
     snapshot: selectors.RoutingSnapshot,
     pool: engine.CandidatePool,
     now: datetime,
+    exclude: frozenset[int] = frozenset(),
 ) -> engine.Assignment:
     return engine.choose_assignee(
         snapshot.queue(task.queue_id),
@@ -163,12 +164,16 @@ def _task_assignment(
         pool,
         task.patient_mrn,
         now,
+        exclude=exclude,
     )
 
 
 @transaction.atomic(savepoint=False)
-def task_offer(*, task_id: int, now: datetime | None = None) -> int | None:
-    """Offer one queued task to the best available person of its queue."""
+def task_offer(
+    *, task_id: int, now: datetime | None = None, exclude: frozenset[int] = frozenset()
+) -> int | None:
+    """Offer one queued task to the best available person of its queue (never to anyone in
+    `exclude`, such as the person who just released it)."""
     now = now or timezone.now()
     task = Task.objects.get(pk=task_id)
     if task.status != Task.Status.QUEUED or task.assignee_id or task.blocked_by_id:
@@ -181,7 +186,7 @@ def task_offer(*, task_id: int, now: datetime | None = None) -> int | None:
     )
     return _assign(
         task_id=task.pk,
-        assignment=_task_assignment(task, snapshot, pool, now),
+        assignment=_task_assignment(task, snapshot, pool, now, exclude),
         rule_set_version=task.rule_set_version,
     )
 
@@ -384,33 +389,9 @@ def task_release(*, task_id: int, actor: Actor, reason: str = "", expected_versi
     # The released task is offered again, but not to the person who just gave it back; only
     # then does their freed capacity go to other waiting work.
     if task.assignee_id is None and freed.user_id is not None:
-        _offer_excluding(task_id=task.pk, excluded=freed.user_id)
+        task_offer(task_id=task.pk, exclude=frozenset([freed.user_id]))
     _after(freed)
     return task
-
-
-def _offer_excluding(*, task_id: int, excluded: int) -> None:
-    now = timezone.now()
-    task = Task.objects.get(pk=task_id)
-    if task.status != Task.Status.QUEUED or task.assignee_id:
-        return
-    snapshot = selectors.routing_snapshot()
-    if task.queue_id not in snapshot.spec.queues:
-        return
-    pool = engine.CandidatePool(
-        selectors.candidates(patient_key=task.patient_mrn, queue_id=task.queue_id)
-    )
-    assignment = engine.choose_assignee(
-        snapshot.queue(task.queue_id),
-        snapshot.skill_codes.get(task.required_skill_id, ""),
-        task.min_skill_level,
-        task.weight,
-        pool,
-        task.patient_mrn,
-        now,
-        exclude=frozenset([excluded]),
-    )
-    _assign(task_id=task.pk, assignment=assignment, rule_set_version=task.rule_set_version)
 
 
 @transaction.atomic
