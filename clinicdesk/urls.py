@@ -12,5 +12,6 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("accounts/", include("accounts.urls")),
     path("", include("queues.urls")),
+    path("escalations/", include("escalation.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -39,7 +39,10 @@ def _task_queryset(user) -> QuerySet[Task]:
     roles = Group.objects.filter(user=user)
     return (
         Task.objects.visible_to(user)
-        .select_related("task_type", "queue", "queue__department", "assignee", "required_skill")
+        # "sla" is escalation's TaskSla, named only: it feeds the SLA badge without a query.
+        .select_related(
+            "task_type", "queue", "queue__department", "assignee", "required_skill", "sla"
+        )
         .annotate(
             user_can_work_queue=Exists(workable),
             user_is_compliance=Exists(roles.filter(name=ROLE_COMPLIANCE)),

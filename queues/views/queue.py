@@ -172,7 +172,8 @@ def _page(
     The rows are fetched by the sort key (WHERE key > cursor ORDER BY key LIMIT n+1), so a page
     costs the same however deep it is, and rows that arrive or leave meanwhile shift nothing.
     """
-    tasks = tasks.select_related("task_type", "assignee").defer("body", "metadata")
+    # "sla" (escalation's TaskSla, by name: queues does not import escalation) for the badge.
+    tasks = tasks.select_related("task_type", "assignee", "sla").defer("body", "metadata")
     if before is not None:
         earlier = tasks.filter(_beyond(sort, before, backwards=True))
         rows = list(earlier.order_by(*_order(sort, backwards=True))[: PAGE_SIZE + 1])
