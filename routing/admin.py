@@ -134,37 +134,45 @@ ROUTING_RULE_PREFETCH = [
 # --- Rule sets ---------------------------------------------------------------------------
 
 
-class ClassificationRuleInline(admin.TabularInline):
-    model = ClassificationRule
-    form = ClassificationRuleListForm
+class RuleInline(admin.TabularInline):
+    """A rule set's rules in order: order, name, mode and rollout edited in place, the
+    conditions and actions summarised; a new rule is written on its own page."""
+
     fields = ["order", "name", "mode", "rollout_percent", "when", "then"]
     readonly_fields = ["when", "then"]
     extra = 0
     show_change_link = True
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("set_task_type")
+    summarize_when = staticmethod(str)
+    summarize_then = staticmethod(str)
 
     def has_add_permission(self, request, obj=None):
         # A new rule needs conditions and actions: it is written on its own page.
         return False
 
     @admin.display(description="When")
-    def when(self, obj: ClassificationRule) -> str:
-        return classification_conditions(obj)
+    def when(self, obj) -> str:
+        return self.summarize_when(obj)
 
     @admin.display(description="Then")
-    def then(self, obj: ClassificationRule) -> str:
-        return classification_actions(obj)
+    def then(self, obj) -> str:
+        return self.summarize_then(obj)
 
 
-class RoutingRuleInline(admin.TabularInline):
+class ClassificationRuleInline(RuleInline):
+    model = ClassificationRule
+    form = ClassificationRuleListForm
+    summarize_when = staticmethod(classification_conditions)
+    summarize_then = staticmethod(classification_actions)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("set_task_type")
+
+
+class RoutingRuleInline(RuleInline):
     model = RoutingRule
     form = RoutingRuleListForm
-    fields = ["order", "name", "mode", "rollout_percent", "when", "then"]
-    readonly_fields = ["when", "then"]
-    extra = 0
-    show_change_link = True
+    summarize_when = staticmethod(routing_conditions)
+    summarize_then = staticmethod(routing_actions)
 
     def get_queryset(self, request):
         return (
@@ -173,17 +181,6 @@ class RoutingRuleInline(admin.TabularInline):
             .select_related("target_queue", "required_skill")
             .prefetch_related(*ROUTING_RULE_PREFETCH)
         )
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    @admin.display(description="When")
-    def when(self, obj: RoutingRule) -> str:
-        return routing_conditions(obj)
-
-    @admin.display(description="Then")
-    def then(self, obj: RoutingRule) -> str:
-        return routing_actions(obj)
 
 
 def _rule_count(model) -> Coalesce:

@@ -32,7 +32,8 @@ def channels_field() -> forms.MultipleChoiceField:
 
 class EngineValidationMixin:
     """Runs the engine's validation in `clean()` and files each message under the form field
-    it is about.
+    it is about. The rule-kind classes below supply `engine_fields()` (the form's values as
+    the engine's dict) and `engine_errors(fields)` (the engine's validation function).
 
     A value the form does not edit (the compact forms of the rule list and the rule set's
     inlines edit only order, name, mode and rollout) is taken from the saved rule, so the
@@ -44,12 +45,6 @@ class EngineValidationMixin:
     # The compact forms leave a row the manager did not touch alone: it saved before, and
     # a rule made invalid since (say, its task type closed) must not block reordering others.
     validate_unchanged = True
-
-    def engine_fields(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def engine_errors(self, fields: dict[str, Any]) -> dict[str, list[str]]:
-        raise NotImplementedError
 
     def value(self, name: str, default: Any = None) -> Any:
         if name in self.fields:
