@@ -10,6 +10,8 @@ def _test_settings(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     # Tests run with DEBUG off, where the demo refuses its well-known default password.
     settings.DEMO_PASSWORD = "clinicdesk-test-demo"
+    # Hashing is not what the tests test: the fast hasher saves seconds on every sign-in.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(autouse=True)

@@ -15,11 +15,6 @@ pytestmark = pytest.mark.django_db
 LIST = reverse("escalation:list")
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def person(username, departments=(), roles=("Agent",)):
     return StaffProfileFactory(
         user=UserFactory(username=username, first_name=username.title(), roles=list(roles)),

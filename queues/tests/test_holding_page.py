@@ -11,27 +11,7 @@ from queues.tests.factories import QueueFactory, TaskFactory, TaskTypeFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 HOLDING = reverse("queues:holding")
-
-
-@pytest.fixture
-def billing():
-    return DepartmentFactory(name="Billing", code="billing")
-
-
-@pytest.fixture
-def claims(billing):
-    return QueueFactory(department=billing, name="Claims", code="claims")
-
-
-@pytest.fixture
-def statements(billing):
-    return QueueFactory(department=billing, name="Statements", code="statements")
 
 
 @pytest.fixture

@@ -15,32 +15,12 @@ from routing.tests.factories import RuleSetFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 QUEUE_LIST = reverse("queues:queue_list")
-
-
-@pytest.fixture
-def billing():
-    return DepartmentFactory(name="Billing", code="billing")
 
 
 @pytest.fixture
 def front_desk():
     return DepartmentFactory(name="Front desk", code="front-desk")
-
-
-@pytest.fixture
-def claims(billing):
-    return QueueFactory(department=billing, name="Claims", code="claims")
-
-
-@pytest.fixture
-def statements(billing):
-    return QueueFactory(department=billing, name="Statements", code="statements")
 
 
 @pytest.fixture

@@ -15,29 +15,14 @@ from routing.tests.factories import RuleSetFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 MY_WORK = reverse("queues:my_work")
 NEXT_TASK = reverse("queues:next_task")
 AVAILABILITY = reverse("queues:availability")
 
 
 @pytest.fixture
-def billing():
-    return DepartmentFactory(name="Billing", code="billing")
-
-
-@pytest.fixture
 def front_desk():
     return DepartmentFactory(name="Front desk", code="front-desk")
-
-
-@pytest.fixture
-def claims(billing):
-    return QueueFactory(department=billing, name="Claims", code="claims")
 
 
 @pytest.fixture

@@ -15,11 +15,6 @@ from routing.jobs import resume_due_follow_ups
 from routing.tests.factories import RuleSetFactory
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def clinic(db):
     billing = DepartmentFactory(name="Billing", code="billing")
