@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Cast
+from django.utils import timezone
 
 from accounts.models import Department, Site, Skill
 
@@ -266,6 +269,12 @@ class Task(models.Model):
     version = models.PositiveIntegerField(
         default=1, help_text="Raised by every change, so that a stale page cannot overwrite."
     )
+    sla_version = models.PositiveIntegerField(
+        default=0,
+        editable=False,
+        help_text="The version the SLA clock was last computed from; behind `version` while "
+        "the escalation sweep has a change of this task still to look at.",
+    )
 
     objects = TaskQuerySet.as_manager()
 
@@ -311,6 +320,14 @@ class Task(models.Model):
             ),
             models.Index(
                 fields=["patient_mrn"], condition=~Q(patient_mrn=""), name="task_by_patient"
+            ),
+            # The escalation sweep's changed tasks: open rows whose SLA lags their version.
+            # Empty when nothing changed, so an idle sweep reads nothing whatever the size.
+            models.Index(
+                fields=["id"],
+                condition=Q(status__in=["new", "queued", "assigned", "in_progress", "on_hold"])
+                & ~Q(sla_version=models.F("version")),
+                name="task_sla_stale",
             ),
         ]
 
@@ -387,16 +404,65 @@ class TaskEvent(models.Model):
         return f"{self.get_kind_display()} by {self.actor_label}"
 
 
+class IntegrationClient(models.Model):
+    """Another system that pushes requests in (an EHR, an email gateway, a phone system).
+
+    Only hashes are stored: the SHA-256 of the API token, and the SHA-256 of the signing
+    secret. The secret handed out is longer than SHA-256's block, so HMAC-SHA256 itself keys
+    with its hash (RFC 2104): the stored hash verifies exactly what the client signs.
+    The client reads and acts as its service user, whose department groups decide what it sees.
+    """
+
+    name = models.SlugField(max_length=60, unique=True)
+    description = models.CharField(max_length=200, blank=True)
+    channels = ArrayField(
+        models.CharField(max_length=10, choices=Channel.choices),
+        help_text="The channels this client may submit on.",
+    )
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="integration_client",
+        help_text="The service account the client reads as; never logs in to the pages.",
+    )
+    token_prefix = models.CharField(max_length=12, editable=False)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    signing_key = models.BinaryField(max_length=32, editable=False)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def actor_label(self) -> str:
+        return f"client:{self.name}"
+
+
 class InboundMessage(models.Model):
     """A payload exactly as it arrived, stored before parsing so that nothing is lost."""
 
     class Status(models.TextChoices):
         RECEIVED = "received", "Received"
-        PARSED = "parsed", "Parsed"
+        PARSED = "parsed", "Became a task"
+        RESENT = "resent", "Resend of a request already received"
+        DUPLICATE = "duplicate", "Linked to an open task as a duplicate"
+        REPLY = "reply", "Added to its task as a reply"
         FAILED = "failed", "Failed"
 
     channel = models.CharField(max_length=10, choices=Channel.choices)
     external_id = models.CharField(max_length=200, blank=True)
+    client = models.ForeignKey(
+        IntegrationClient,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="inbound_messages",
+    )
     sender = models.CharField(
         max_length=120, blank=True, help_text="The integration client or person that sent it."
     )
@@ -404,11 +470,28 @@ class InboundMessage(models.Model):
     content_type = models.CharField(max_length=100, blank=True)
     headers = models.JSONField(default=dict, blank=True)
     payload = models.BinaryField()
+    corrected_payload = models.BinaryField(
+        null=True, blank=True, help_text="A supervisor's correction; the original is kept as is."
+    )
+    corrected_by = models.CharField(max_length=150, blank=True)
+    corrected_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
     error = models.TextField(blank=True)
+    error_fields = models.JSONField(
+        default=dict, blank=True, help_text="Per field, what was wrong and how to fix it."
+    )
     attempts = models.PositiveSmallIntegerField(default=0)
+    processed_at = models.DateTimeField(null=True, blank=True)
     task = models.ForeignKey(
         Task, on_delete=models.PROTECT, null=True, blank=True, related_name="inbound_messages"
+    )
+    parent = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="parts",
+        help_text="The message this one was split from (an entry of a FHIR Bundle).",
     )
 
     class Meta:
@@ -421,3 +504,42 @@ class InboundMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_channel_display()} message {self.pk} ({self.get_status_display()})"
+
+    @property
+    def effective_payload(self) -> bytes:
+        """What parsing reads: the correction when there is one, else the original."""
+        data = self.corrected_payload if self.corrected_payload is not None else self.payload
+        return bytes(data)
+
+
+def attachment_path(instance: Attachment, filename: str) -> str:
+    # A random name on disk: the original name (which may carry a patient's name) stays in
+    # the database, readable only through the permission-checked download view.
+    return f"attachments/{instance.created_at:%Y/%m}/{instance.sha256[:2]}/{uuid.uuid4().hex}"
+
+
+class Attachment(models.Model):
+    """A file that came with a request (an email attachment, a fax PDF, a voicemail's audio)."""
+
+    task = models.ForeignKey(
+        Task, on_delete=models.PROTECT, null=True, blank=True, related_name="attachments"
+    )
+    inbound = models.ForeignKey(
+        InboundMessage,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="attachments",
+    )
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=100, default="application/octet-stream")
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    file = models.FileField(upload_to=attachment_path, max_length=255)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.filename

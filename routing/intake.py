@@ -1,0 +1,116 @@
+"""Intake's one orchestrating function: a parsed draft becomes a routed task, exactly once.
+
+Every channel (the REST API, FHIR, email, phone, fax, the front-desk form) stores its raw
+payload first (`queues.intake.store.inbound_store`), parses it into a `TaskDraft` with its
+adapter, and hands the draft here. This module then, in one transaction:
+
+1. returns the existing task when the same `(channel, external_id)` was seen before
+   (concurrent resends wait on one advisory lock, so exactly one of them creates);
+2. joins a reply (email In-Reply-To / References) to the task it answers, as a comment;
+3. classifies, and links a request about a matter already open (DedupPolicy) to that task
+   instead of creating a second piece of work;
+4. otherwise routes and assigns the new task, and spawns its workflow follow-ups.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from queues import services as queues_services
+from queues.intake import store
+from queues.intake.draft import IntakeError, TaskDraft
+from queues.models import InboundMessage, Task
+from queues.services import Actor
+from routing import dedup, engine, selectors, services, workflows
+
+
+@dataclasses.dataclass(frozen=True)
+class IntakeResult:
+    task: Task
+    created: bool
+    outcome: str  # one of InboundMessage.Status: parsed, resent, duplicate, reply
+
+    @property
+    def duplicate_of(self) -> Task | None:
+        return self.task.duplicate_of
+
+
+def _lock_external_id(channel: str, external_id: str) -> None:
+    # Resends of one request serialise here; different requests never wait on each other.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            [f"intake:{channel}:{external_id}"],
+        )
+
+
+def _classify(task: Task, snapshot: selectors.RoutingSnapshot, now: datetime) -> engine.Decision:
+    return engine.decide(
+        snapshot.compiled, services._facts(task, snapshot, now), services._NOBODY, now
+    )
+
+
+@transaction.atomic
+def intake_submit(
+    *,
+    draft: TaskDraft,
+    actor: Actor,
+    inbound: InboundMessage | None = None,
+    now: datetime | None = None,
+) -> IntakeResult:
+    now = now or timezone.now()
+    if draft.external_id:
+        _lock_external_id(draft.channel, draft.external_id)
+        existing = (
+            Task.objects.select_related("duplicate_of")
+            .filter(channel=draft.channel, external_id=draft.external_id)
+            .first()
+        )
+        if existing is not None:
+            _finish(inbound, InboundMessage.Status.RESENT, existing)
+            return IntakeResult(existing, False, InboundMessage.Status.RESENT)
+
+    if draft.in_reply_to:
+        original = Task.objects.filter(
+            channel=draft.channel, external_id__in=draft.in_reply_to
+        ).first()
+        if original is not None:
+            task = workflows.reply_join(task=original, draft=draft, actor=actor, inbound=inbound)
+            _finish(inbound, InboundMessage.Status.REPLY, task)
+            return IntakeResult(task, False, InboundMessage.Status.REPLY)
+
+    task = queues_services.task_create(actor=actor, **draft.task_fields())
+    if inbound is not None:
+        store.attachments_link(inbound=inbound, task=task)
+    snapshot = selectors.routing_snapshot()
+    decision = _classify(task, snapshot, now)
+    original = (
+        None
+        if decision.needs_review
+        else dedup.find_original(task=task, task_type_code=decision.task_type, now=now)
+    )
+    if original is not None:
+        task = dedup.link_duplicate(task=task, original=original, decision=decision, actor=actor)
+        _finish(inbound, InboundMessage.Status.DUPLICATE, task)
+        return IntakeResult(task, True, InboundMessage.Status.DUPLICATE)
+
+    services.task_route(task=task, now=now, snapshot=snapshot)
+    task.refresh_from_db()
+    workflows.on_created(task=task, actor=actor, now=now)
+    workflows.resume_waiting_for(task=task, actor=actor)
+    _finish(inbound, InboundMessage.Status.PARSED, task)
+    return IntakeResult(task, True, InboundMessage.Status.PARSED)
+
+
+def _finish(inbound: InboundMessage | None, status: str, task: Task) -> None:
+    if inbound is not None:
+        store.inbound_mark(inbound=inbound, status=status, task=task, external_id=task.external_id)
+
+
+def intake_fail(*, inbound: InboundMessage, error: IntakeError) -> InboundMessage:
+    """Keep a payload that could not become a task, with its error, for the Failed intake page."""
+    return store.inbound_mark(inbound=inbound, status=InboundMessage.Status.FAILED, error=error)
