@@ -13,5 +13,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("", include("queues.urls")),
     path("escalations/", include("escalation.urls")),
+    path("api/v1/inbound/", include("queues.api.inbound_urls")),
+    path("api/v1/", include("queues.api.urls")),
     path("admin/", admin.site.urls),
 ]

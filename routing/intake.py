@@ -17,9 +17,11 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from queues import intake as adapters
 from queues import services as queues_services
 from queues.intake import store
 from queues.intake.draft import IntakeError, TaskDraft
@@ -108,9 +110,64 @@ def intake_submit(
 
 def _finish(inbound: InboundMessage | None, status: str, task: Task) -> None:
     if inbound is not None:
-        store.inbound_mark(inbound=inbound, status=status, task=task, external_id=task.external_id)
+        store.inbound_mark(
+            inbound=inbound,
+            status=status,
+            task=task,
+            external_id=task.external_id,
+            channel=task.channel,
+        )
 
 
 def intake_fail(*, inbound: InboundMessage, error: IntakeError) -> InboundMessage:
     """Keep a payload that could not become a task, with its error, for the Failed intake page."""
     return store.inbound_mark(inbound=inbound, status=InboundMessage.Status.FAILED, error=error)
+
+
+def intake_receive(
+    *,
+    channel: str,
+    payload: bytes,
+    content_type: str,
+    actor: Actor,
+    client=None,
+    headers: dict | None = None,
+    parent: InboundMessage | None = None,
+) -> tuple[InboundMessage, IntakeResult | None]:
+    """Store a payload raw, parse it with its channel's adapter and submit it.
+
+    Returns the stored message and the result; when the payload cannot become a task, the
+    result is None and the message keeps the error (`inbound.error_fields` names the fields)
+    for the Failed intake page. Call it outside a transaction: the raw row commits first.
+    """
+    inbound = store.inbound_store(
+        channel=channel, payload=payload, content_type=content_type, client=client, headers=headers
+    )
+    if parent is not None:
+        inbound.parent = parent
+        inbound.save(update_fields=["parent"])
+    return inbound, intake_process(inbound=inbound, actor=actor)
+
+
+def intake_process(*, inbound: InboundMessage, actor: Actor) -> IntakeResult | None:
+    """Parse a stored message and submit its draft; on failure keep the error with it.
+
+    Also what the Failed intake page's Retry calls, after a supervisor's correction."""
+    try:
+        draft = adapters.parse(inbound)
+        return intake_submit(draft=draft, actor=actor, inbound=inbound)
+    except IntakeError as error:
+        intake_fail(inbound=inbound, error=error)
+        return None
+    except ValidationError as error:
+        intake_fail(inbound=inbound, error=IntakeError(_validation_errors(error)))
+        return None
+
+
+def _validation_errors(error: ValidationError) -> dict[str, list[str]]:
+    if hasattr(error, "error_dict"):
+        return {
+            field: [str(m) for e in errors for m in e.messages]
+            for field, errors in error.error_dict.items()
+        }
+    return {"non_field_errors": list(error.messages)}

@@ -59,6 +59,7 @@ def inbound_mark(
     status: str,
     task: Task | None = None,
     external_id: str | None = None,
+    channel: str | None = None,
     error: IntakeError | None = None,
 ) -> InboundMessage:
     inbound.status = status
@@ -71,6 +72,9 @@ def inbound_mark(
     if external_id is not None:
         inbound.external_id = external_id[:200]
         fields.append("external_id")
+    if channel is not None:
+        inbound.channel = channel
+        fields.append("channel")
     inbound.save(update_fields=fields)
     return inbound
 
