@@ -1,0 +1,25 @@
+import pytest
+from django.urls import reverse
+
+from accounts.tests.factories import PASSWORD, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def sign_in_and_open_home(client, user):
+    response = client.post(
+        reverse("accounts:login"), {"username": user.username, "password": PASSWORD}
+    )
+    assert response.status_code == 302
+    return client.get(reverse("queues:holding")).content.decode()
+
+
+@pytest.mark.parametrize("role", ["Supervisor", "Manager", "Compliance"])
+def test_roles_that_read_escalations_find_them_in_the_menu(client, role):
+    page = sign_in_and_open_home(client, UserFactory(roles=[role]))
+    assert f'href="{reverse("escalation:list")}"' in page
+
+
+def test_an_agent_has_no_escalations_link(client):
+    page = sign_in_and_open_home(client, UserFactory(roles=["Agent"]))
+    assert reverse("escalation:list") not in page
