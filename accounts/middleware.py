@@ -25,6 +25,8 @@ class IdleLogoutMiddleware:
             now = time.time()
             last = request.session.get(SESSION_KEY)
             if last is not None and now - last > settings.SESSION_IDLE_MINUTES * 60:
+                # The audit's sign-out record reads this: an idle logoff, not a sign-out.
+                request.audit_logout_kind = "idle_logoff"
                 logout(request)
                 messages.info(request, "You were signed out after a period of inactivity.")
                 query = {"idle": "1"}

@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class ClinicDeskConfig(AppConfig):
     name = "clinicdesk"
     verbose_name = "ClinicDesk"
+
+    def ready(self):
+        from clinicdesk.audit.records import connect_receivers
+
+        connect_receivers()

@@ -4,7 +4,10 @@ from accounts.views import NAV_ROLES_SESSION_KEY
 
 # Which menu links each role sees (the pages check permissions themselves).
 NAV_LINKS = {
+    "intake_new": {"Agent", "Supervisor"},
+    "intake_failed": {"Supervisor", "Manager", "Compliance"},
     "escalations": {"Supervisor", "Manager", "Compliance"},
+    "audit": {"Manager", "Compliance"},
 }
 
 

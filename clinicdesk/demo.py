@@ -25,7 +25,14 @@ from accounts.services import department_create, staff_set_availability, staff_s
 from clinicdesk.roles import AGENT, COMPLIANCE, MANAGER, ROLES, SUPERVISOR
 from queues.models import IntakeField, Priority, Queue, TaskType
 from queues.services import queue_sync_permissions
-from routing.models import ClassificationRule, RoutingRule, RuleSet
+from routing.models import (
+    ClassificationRule,
+    DedupPolicy,
+    RoutingRule,
+    RuleSet,
+    WorkflowStep,
+    WorkflowTemplate,
+)
 
 User = get_user_model()
 
@@ -860,6 +867,22 @@ CLASSIFICATION_RULES = [
     },
 ]
 
+# What the front desk chose on the intake form (a walk-in or a call) is the request type: one
+# rule a type, after the tag rules and before free text, so the person's choice decides the
+# type and the routing rules still decide the queue. Red flags still win over it.
+CLASSIFICATION_RULES += [
+    {
+        "name": f"Front desk chose {task_type['name'].lower()}",
+        "order": 90,
+        "channels": ["form", "phone"],
+        "request_types": [task_type["code"]],
+        "set_task_type": task_type["code"],
+        "stop": True,
+        "notes": "The type a person picked on the front-desk form.",
+    }
+    for task_type in TASK_TYPES
+]
+
 ROUTING_RULES = [
     {
         "name": "Spanish appointments and callbacks: a Spanish-speaking scheduler",
@@ -916,6 +939,54 @@ ROUTING_RULES = [
         "priority_min": Priority.P4,
         "priority_max": Priority.P4,
         "target_queue": "lab-results",
+    },
+]
+# A request about a matter already open joins it instead of becoming a second piece of work.
+DEDUP_POLICIES = [
+    {
+        "task_type": "billing_question",
+        "match": DedupPolicy.Match.PATIENT_AND_TYPE,
+        "window_hours": 72,
+        "notes": "A patient who calls, then writes through the portal about one bill.",
+    },
+    {
+        "task_type": "callback_request",
+        "match": DedupPolicy.Match.PATIENT_AND_TYPE,
+        "window_hours": 24,
+        "notes": "Two voicemails asking for the same call back.",
+    },
+    {
+        "task_type": "referral_packet",
+        "match": DedupPolicy.Match.EITHER,
+        "window_hours": 7 * 24,
+        "notes": "The missing pages of a referral, faxed again, join the referral.",
+    },
+    {
+        "task_type": "general_inquiry",
+        "match": DedupPolicy.Match.THREAD,
+        "window_hours": 7 * 24,
+        "notes": "The next message of an email conversation that is still open.",
+    },
+]
+
+WORKFLOW_TEMPLATES = [
+    {
+        "name": "Referral processed: eligibility, authorization, scheduling",
+        "trigger_type": "referral_packet",
+        "trigger": WorkflowTemplate.Trigger.RESOLVED,
+        "description": (
+            "A complete referral sets off the front desk's eligibility check and the prior "
+            "authorization; scheduling books the visit once the authorization is resolved."
+        ),
+        "steps": [
+            {"order": 10, "task_type": "eligibility_verification"},
+            {"order": 20, "task_type": "prior_auth_request"},
+            {
+                "order": 30,
+                "task_type": "scheduling_readiness",
+                "blocked_until": "prior_auth_request",
+            },
+        ],
     },
 ]
 # No after-hours rule: the demo has no on-call queue. The on-call nurse (nurse3) works the
@@ -1152,6 +1223,33 @@ def build_rules(
     return rule_set
 
 
+def build_intake_policies(task_types: dict[str, TaskType], result: DemoResult) -> None:
+    """The dedup policies and workflow templates, found by type and by name."""
+    for spec in DEDUP_POLICIES:
+        values = {**_without(spec, "task_type"), "is_active": True}
+        _upsert(DedupPolicy, {"task_type": task_types[spec["task_type"]]}, values, result)
+    for spec in WORKFLOW_TEMPLATES:
+        values = {
+            "trigger_type": task_types[spec["trigger_type"]],
+            "trigger": spec["trigger"],
+            "description": spec["description"],
+            "is_active": True,
+        }
+        template = _upsert(WorkflowTemplate, {"name": spec["name"]}, values, result)
+        for step in spec["steps"]:
+            blocked_until = step.get("blocked_until")
+            _upsert(
+                WorkflowStep,
+                {"template": template, "task_type": task_types[step["task_type"]]},
+                {
+                    "order": step["order"],
+                    "subject": step.get("subject", ""),
+                    "blocked_until": task_types[blocked_until] if blocked_until else None,
+                },
+                result,
+            )
+
+
 @transaction.atomic
 def build_demo_clinic() -> DemoResult:
     result = DemoResult()
@@ -1162,6 +1260,7 @@ def build_demo_clinic() -> DemoResult:
     task_types = build_task_types(departments, queues, result)
     build_staff(sites, departments, skills, result)
     build_rules(queues, task_types, skills, result)
+    build_intake_policies(task_types, result)
     return result
 
 
@@ -1181,6 +1280,12 @@ def demo_counts() -> dict[str, int]:
         ).count(),
         "routing rules": RoutingRule.objects.filter(
             rule_set__version=RULE_SET["version"], name__in=[r["name"] for r in ROUTING_RULES]
+        ).count(),
+        "dedup policies": DedupPolicy.objects.filter(
+            task_type__code__in=[d["task_type"] for d in DEDUP_POLICIES]
+        ).count(),
+        "workflow templates": WorkflowTemplate.objects.filter(
+            name__in=[w["name"] for w in WORKFLOW_TEMPLATES]
         ).count(),
     }
 

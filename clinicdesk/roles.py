@@ -16,8 +16,15 @@ ROLES = (AGENT, SUPERVISOR, MANAGER, COMPLIANCE)
 # Configuration that managers edit in the admin (never delete history-bearing rows).
 CONFIG_MODELS = {
     "accounts": ["site", "department", "skill", "staffprofile", "staffskill"],
-    "queues": ["tasktype", "queue"],
-    "routing": ["ruleset", "classificationrule", "routingrule"],
+    "queues": ["tasktype", "queue", "integrationclient"],
+    "routing": [
+        "ruleset",
+        "classificationrule",
+        "routingrule",
+        "deduppolicy",
+        "workflowtemplate",
+        "workflowstep",
+    ],
     "escalation": ["businesscalendar", "calendarclosure", "slapolicy", "escalationstep"],
 }
 RECORD_MODELS = {
@@ -52,6 +59,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "queues.view_queue",
         "routing.delete_classificationrule",
         "routing.delete_routingrule",
+        "routing.delete_workflowstep",
         "escalation.delete_calendarclosure",
         "escalation.delete_escalationstep",
         "escalation.view_escalation",

@@ -85,6 +85,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts",
     "queues",
     "routing",
@@ -104,6 +106,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "auditlog.middleware.AuditlogMiddleware",
+    # Records every 403, and every 404 answered to someone signed in (clinicdesk.audit).
+    "clinicdesk.audit.middleware.DenialAuditMiddleware",
     # Last, as django-axes asks: it turns a locked-out sign-in into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -241,6 +245,15 @@ EMAIL_BACKEND = os.environ.get(
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "clinicdesk@localhost")
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+# Inbound mail: `ingest_email --imap` and the poll-imap schedule read this mailbox (only when
+# IMAP_HOST is set). Fetched messages are flagged \Seen, or moved to IMAP_MOVE_TO when set.
+IMAP_HOST = os.environ.get("IMAP_HOST", "")
+IMAP_SSL = env_bool("IMAP_SSL", True)
+IMAP_PORT = env_int("IMAP_PORT", 993 if IMAP_SSL else 143, minimum=1)
+IMAP_USER = os.environ.get("IMAP_USER", "")
+IMAP_PASSWORD = os.environ.get("IMAP_PASSWORD", "")
+IMAP_FOLDER = os.environ.get("IMAP_FOLDER", "INBOX")
+IMAP_MOVE_TO = os.environ.get("IMAP_MOVE_TO", "")
 
 # --- Jobs: django-q2. ORM broker on PostgreSQL; Redis when REDIS_URL is set. ---
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -266,9 +279,40 @@ else:
 # --- API ---
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "queues.api.authentication.ClientTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Per integration client and per person (queues.api.throttling); counted per process.
+    "DEFAULT_THROTTLE_RATES": {
+        "client": os.environ.get("API_CLIENT_RATE", "6000/min"),
+        "staff": os.environ.get("API_STAFF_RATE", "600/min"),
+    },
+}
+# A fax's PDF travels base64-encoded in JSON: the intake API reads bodies up to this size.
+INTAKE_MAX_BODY_BYTES = env_int("INTAKE_MAX_BODY_MB", 40, minimum=1) * 1024 * 1024
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ClinicDesk API",
+    "DESCRIPTION": "Intake for other systems (EHR, phone, fax, gateways) and the unified queue's "
+    "tasks for them and for staff. Integration clients send `Authorization: Token <token>`; "
+    "staff use their signed-in session (with the CSRF token). A 400 answers "
+    '`{"errors": {"field": ["what to fix"]}}`, with dotted names for nested fields.',
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # Separate request and response components, so that a generated client's models fit.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # The docs pages serve Swagger UI and Redoc from our static files, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "TaskStatusEnum": "queues.models.Task.Status",
+        "ChannelEnum": "queues.models.Channel",
+        "PriorityEnum": "queues.models.Priority",
+    },
 }
 
 # --- Audit ---

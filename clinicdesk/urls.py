@@ -13,7 +13,9 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("", include("queues.urls")),
     path("escalations/", include("escalation.urls")),
+    path("audit/", include("clinicdesk.audit.urls")),
     path("api/v1/inbound/", include("queues.api.inbound_urls")),
     path("api/v1/", include("queues.api.urls")),
+    path("api/", include("queues.api.docs_urls")),
     path("admin/", admin.site.urls),
 ]

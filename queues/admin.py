@@ -18,7 +18,15 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from queues.models import InboundMessage, IntakeField, Queue, Task, TaskEvent, TaskType
+from queues.models import (
+    InboundMessage,
+    IntakeField,
+    IntegrationClient,
+    Queue,
+    Task,
+    TaskEvent,
+    TaskType,
+)
 from queues.services import queue_sync_permissions, task_event_record
 
 MAX_ID = 2**63 - 1
@@ -369,6 +377,34 @@ class TaskEventAdmin(IdSearchMixin, ReadOnlyAdmin):
         return pretty_json(obj.explanation)
 
 
+@admin.register(IntegrationClient)
+class IntegrationClientAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
+    """Managers see the systems that push requests in and can switch one off or narrow its
+    channels. New clients (and their one-time credentials) come from the
+    `create_integration_client` command; the stored hashes are never shown."""
+
+    list_display = ["name", "description", "channels", "is_active", "last_used_at", "created_at"]
+    list_filter = ["is_active"]
+    search_fields = ["name", "description"]
+    fields = [
+        "name",
+        "description",
+        "channels",
+        "is_active",
+        "user",
+        "token_prefix",
+        "created_at",
+        "last_used_at",
+    ]
+    readonly_fields = ["name", "user", "token_prefix", "created_at", "last_used_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(InboundMessage)
 class InboundMessageAdmin(IdSearchMixin, ReadOnlyAdmin):
     list_display = [
@@ -433,6 +469,11 @@ def mask_patient_data(value: str) -> str:
 
 
 auditlog.register(TaskType, exclude_fields=["updated_at"])
+# Credentials are never in the audit log, not even hashed; `last_used_at` is not a change.
+auditlog.register(
+    IntegrationClient,
+    exclude_fields=["token_hash", "signing_key", "token_prefix", "last_used_at"],
+)
 auditlog.register(Queue, exclude_fields=["updated_at"])
 auditlog.register(
     Task,

@@ -236,14 +236,11 @@ def bulk_load_tasks(total: int, *, closed_share: float = CLOSED_SHARE) -> LoadRe
 
 
 def claim_select_sql() -> str:
-    """The inner `SELECT id … FOR UPDATE SKIP LOCKED LIMIT 1` of `CLAIM_NEXT_SQL`, as the
-    service runs it (same text, same `%(queue_ids)s` / `%(room)s` parameters)."""
-    from queues.services import CLAIM_MANY_QUEUES_SQL as CLAIM_NEXT_SQL
+    """The claim's `SELECT id … FOR UPDATE SKIP LOCKED LIMIT 1` for several queues, as the
+    service's statement runs it (same text, `%(queue_ids)s` / `%(room)s` parameters)."""
+    from queues.services import CLAIM_MANY_QUEUES_PICK_SQL
 
-    match = re.search(r"WHERE id = \(\s*(SELECT .*?LIMIT 1)\s*\)", CLAIM_NEXT_SQL, re.DOTALL)
-    if match is None:
-        raise RuntimeError("CLAIM_NEXT_SQL has no `WHERE id = (SELECT … LIMIT 1)` any more")
-    return match.group(1)
+    return CLAIM_MANY_QUEUES_PICK_SQL
 
 
 def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -433,63 +430,26 @@ class _SqlClaimer:
 
     def __init__(self, user, database_name: str) -> None:
         import psycopg
-        from django.db import transaction
 
-        from accounts.models import StaffProfile
         from clinicdesk.bench import conn_params
-        from queues.models import Queue
-        from queues.services import CLAIM_MANY_QUEUES_SQL as CLAIM_NEXT_SQL
 
-        self.user_id = user.pk
-        self.label = user.get_username()
-        lock = (
-            StaffProfile.objects.select_for_update()
-            .filter(user_id=user.pk)
-            .values_list("capacity", "active_load")
-            .order_by(*StaffProfile._meta.ordering)[:1]
-        )
-        with transaction.atomic():  # the compiler refuses FOR UPDATE outside a transaction
-            self.lock_sql, self.lock_params = lock.query.sql_with_params()
-        queues = Queue.objects.workable_by(user).filter(is_active=True).values_list("id")
-        self.queues_sql, self.queues_params = queues.query.sql_with_params()
-        self.claim_sql = CLAIM_NEXT_SQL
+        self.user = user
         self.connection = psycopg.connect(**conn_params(database_name), autocommit=True)
 
     def claim(self) -> int | None:
         from django.utils import timezone
 
+        from queues.services import WORKABLE_QUEUE_IDS_SQL, claim_next_statement
+
         with self.connection.transaction(), self.connection.cursor() as cursor:
-            capacity, load = cursor.execute(self.lock_sql, self.lock_params).fetchone()
-            queue_ids = [row[0] for row in cursor.execute(self.queues_sql, self.queues_params)]
-            now = timezone.now()
-            row = cursor.execute(
-                self.claim_sql,
-                {
-                    "user_id": self.user_id,
-                    "now": now,
-                    "queue_ids": queue_ids,
-                    "room": capacity - load,
-                },
-            ).fetchone()
-            if row is None:
-                return None
-            task_id, weight = row
-            cursor.execute(
-                "UPDATE accounts_staffprofile SET active_load = (active_load + %s) "
-                "WHERE user_id = %s",
-                [weight, self.user_id],
+            queue_ids = [
+                row[0] for row in cursor.execute(WORKABLE_QUEUE_IDS_SQL, {"user_id": self.user.pk})
+            ]
+            sql, params = claim_next_statement(
+                user=self.user, queue_ids=queue_ids, now=timezone.now()
             )
-            cursor.execute("SELECT * FROM queues_task WHERE id = %s LIMIT 21", [task_id])
-            cursor.fetchall()
-            cursor.execute(
-                "INSERT INTO queues_taskevent (task_id, created_at, kind, actor_id, actor_label,"
-                " from_queue_id, to_queue_id, from_user_id, to_user_id, rule_id,"
-                " rule_set_version, reason, explanation)"
-                " VALUES (%s, %s, 'claimed', %s, %s, NULL, NULL, NULL, %s, NULL, NULL,"
-                " 'Next task', '{}') RETURNING id",
-                [task_id, now, self.user_id, self.label, self.user_id],
-            )
-            return task_id
+            row = cursor.execute(sql, params).fetchone()
+            return row[3]
 
     def close(self) -> None:
         self.connection.close()
@@ -1134,3 +1094,330 @@ BENCHMARKS = {
     "next_task_32_workers": next_task_32_workers,
     "queue_page_50_rows": queue_page_50_rows,
 }
+
+
+# --- FHIR Bundle of 100 resources ----------------------------------------------------------
+
+
+def _fhir_bundle(round_no: int, size: int = 100) -> dict[str, Any]:
+    """`size` EHR resources of the kinds the endpoint takes, each about another patient and
+    matter (so dedup links none of them), with ids that are new in every round."""
+    texts = (
+        ("referral", "Referral for cardiology consult, please schedule within 2 weeks."),
+        ("billing", "Claim denied for the March visit: please review the denial."),
+        ("scheduling", "Patient asks to move Tuesday's appointment to next week."),
+        ("records", "Please send the last two visit notes to the new PCP."),
+    )
+    entries = []
+    for n in range(size):
+        category, text = texts[n % len(texts)]
+        rid = f"bench-{round_no}-{n}"
+        subject = {
+            "identifier": {"system": "urn:clinic:mrn", "value": f"BMRN{round_no:03d}{n:04d}"},
+            "display": f"Bench Patient {round_no}-{n}",
+        }
+        concept = [{"coding": [{"system": "urn:clinic:category", "code": category}]}]
+        if n % 3 == 0:
+            resource = {
+                "resourceType": "ServiceRequest",
+                "id": rid,
+                "status": "active",
+                "intent": "order",
+                "category": concept,
+                "code": {"text": text},
+                "subject": subject,
+                "priority": "routine",
+            }
+        else:
+            resource = {
+                "resourceType": "Communication",
+                "id": rid,
+                "status": "completed",
+                "category": concept,
+                "subject": subject,
+                "sender": {"display": "Bench EHR"},
+                "priority": "urgent" if n % 7 == 0 else "routine",
+                "payload": [{"contentString": f"{text} (#{n})"}],
+            }
+        entries.append({"fullUrl": f"urn:uuid:{rid}", "resource": resource})
+    return {"resourceType": "Bundle", "type": "batch", "entry": entries}
+
+
+def fhir_bundle_100(ctx: BenchContext) -> dict[str, Any]:
+    """A signed FHIR Bundle of 100 resources posted to /api/v1/inbound/fhir/ on the demo
+    clinic, end to end through Django's test client: the raw Bundle and every entry stored,
+    each entry parsed, classified, deduplicated, routed and assigned, and the batch-response
+    written. One untimed warm-up Bundle, then timed rounds, each with new resource ids."""
+    import json as json_module
+
+    from django.test import Client
+    from django.test.utils import override_settings
+
+    from queues.intake import credentials, store
+    from queues.models import Task
+
+    rounds = 7
+    hosts = ["testserver", "localhost", "127.0.0.1"]
+    seconds: list[float] = []
+    with (
+        override_settings(DEBUG=False, ALLOWED_HOSTS=hosts),
+        ctx.scratch_database("fhir_bundle") as scratch,
+    ):
+        _use_database(scratch.name)
+        _demo_clinic()
+        _, issued = store.integration_client_create(name="bench-ehr", channels=["fhir"])
+        client = Client()
+
+        def post(bundle: dict[str, Any]) -> dict[str, Any]:
+            body = json_module.dumps(bundle).encode()
+            ts = int(time.time())
+            response = client.post(
+                "/api/v1/inbound/fhir/",
+                data=body,
+                content_type="application/fhir+json",
+                HTTP_AUTHORIZATION=f"Token {issued.token}",
+                HTTP_X_CLINICDESK_TIMESTAMP=str(ts),
+                HTTP_X_CLINICDESK_SIGNATURE=credentials.sign(issued.signing_key, ts, body),
+            )
+            if response.status_code != 200:
+                raise RuntimeError(f"the Bundle was answered {response.status_code}")
+            return response.json()
+
+        post(_fhir_bundle(0))
+        created = 0
+        for round_no in range(1, rounds + 1):
+            bundle = _fhir_bundle(round_no)
+            began = time.perf_counter()
+            answer = post(bundle)
+            seconds.append(time.perf_counter() - began)
+            statuses = {e["response"]["status"] for e in answer["entry"]}
+            if statuses != {"201 Created"}:
+                raise RuntimeError(f"round {round_no}: entries answered {sorted(statuses)}")
+            created += len(answer["entry"])
+        routed = (
+            Task.objects.filter(external_id__contains="/bench-", queue__isnull=False)
+            .exclude(external_id__contains="/bench-0-")
+            .exclude(status=Task.Status.NEW)
+            .count()
+        )
+        connections.close_all()
+    return {
+        "bundle_100_median_s": round(median(seconds), 3),
+        "target_bundle_100_median_s": "<= 1",
+        "bundle_100_worst_s": round(max(seconds), 3),
+        "entries_per_s": round(100 / median(seconds), 1),
+        "rounds": rounds,
+        "tasks_created": created,
+        "tasks_routed": routed,
+    }
+
+
+BENCHMARKS["fhir_bundle_100"] = fhir_bundle_100
+
+
+# --- The intake API under gunicorn ---------------------------------------------------------
+#
+# `POST /api/v1/intake/` served by gunicorn on the scratch database, 16 integration clients at
+# once, each its own process with one keep-alive HTTP connection, posting requests of the
+# generated demo morning for a fixed time. Reports requests/s and latency as the clients see
+# it, and checks afterwards that every 2xx answer's task is committed (counted by external id).
+
+INTAKE_CLIENTS = 16
+INTAKE_WARMUP_S = 3.0
+INTAKE_MEASURE_S = 12.0
+
+
+def _intake_payloads(count: int = 400) -> list[dict[str, Any]]:
+    from clinicdesk.demo_traffic import generate_morning
+
+    payloads = []
+    for item in generate_morning(count):
+        patient: dict[str, Any] = {"mrn": item.patient_mrn or "MRN-BENCH"}
+        if item.patient_name and item.patient_birth_date:
+            patient.update(name=item.patient_name, birth_date=item.patient_birth_date.isoformat())
+        payloads.append(
+            {
+                "channel": "api",
+                "subject": item.subject,
+                "body": item.body,
+                "request_type": item.request_type,
+                "patient": patient,
+            }
+        )
+    return payloads
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _gunicorn(database_url: str, *, workers: int, threads: int) -> Iterator[int]:
+    """gunicorn serving the app on the scratch database, as in production (DEBUG off)."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from django.conf import settings
+
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DEBUG": "false",
+        "SECRET_KEY": "bench-only-" + "x" * 40,
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "false",
+        "SECURE_COOKIES": "false",
+        "DB_CONN_MAX_AGE": "600",
+        "LOG_LEVEL": "WARNING",
+        "API_CLIENT_RATE": "1000000/min",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "clinicdesk.wsgi:application",
+        f"--bind=127.0.0.1:{port}",
+        f"--workers={workers}",
+        "--worker-class=gthread",
+        f"--threads={threads}",
+        "--keep-alive=60",
+        "--log-level=warning",
+    ]
+    process = subprocess.Popen(command, env=env, cwd=settings.BASE_DIR)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("gunicorn did not start") from None
+                time.sleep(0.2)
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _intake_client(
+    slot: int,
+    token: str,
+    port: int,
+    payloads: list[dict[str, Any]],
+    measure_from: float,
+    stop_at: float,
+    reports: Any,
+) -> None:
+    """One integration client: post, read the answer, post again, until `stop_at`."""
+    import http.client
+    import json
+
+    latencies: list[float] = []
+    ok_ids: list[str] = []
+    statuses: dict[int, int] = {}
+    error = None
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+        n = 0
+        while True:
+            start = time.monotonic()
+            if start >= stop_at:
+                break
+            external_id = f"bench-{slot}-{n}"
+            body = json.dumps(
+                {**payloads[(slot * 31 + n) % len(payloads)], "external_id": external_id}
+            )
+            conn.request("POST", "/api/v1/intake/", body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            end = time.monotonic()
+            statuses[response.status] = statuses.get(response.status, 0) + 1
+            if 200 <= response.status < 300:
+                ok_ids.append(external_id)
+            if start >= measure_from:
+                latencies.append(end - start)
+            n += 1
+        conn.close()
+    except Exception as exc:  # reported to the scenario, which fails
+        error = f"{exc.__class__.__name__}: {exc}"
+    reports.put((slot, latencies, ok_ids, statuses, error))
+
+
+def intake_api_16_clients(ctx: BenchContext) -> dict[str, Any]:
+    """POST /api/v1/intake/ under gunicorn (gthread), 16 concurrent keep-alive clients."""
+    from collections import Counter
+
+    from queues.intake import store
+    from queues.models import Task
+
+    workers = int(os.environ.get("CLINICDESK_BENCH_INTAKE_WORKERS", "4"))
+    threads = int(os.environ.get("CLINICDESK_BENCH_INTAKE_THREADS", "4"))
+    with ctx.scratch_database("intake_api") as scratch:
+        _demo_clinic()
+        tokens = [
+            store.integration_client_create(name=f"bench-{n:02}", channels=["api"])[1].token
+            for n in range(INTAKE_CLIENTS)
+        ]
+        payloads = _intake_payloads()
+        connections.close_all()  # nothing open may cross the fork
+        with _gunicorn(scratch.url, workers=workers, threads=threads) as port:
+            context = multiprocessing.get_context("fork")
+            reports = context.Queue()
+            measure_from = time.monotonic() + INTAKE_WARMUP_S
+            stop_at = measure_from + INTAKE_MEASURE_S
+            clients = [
+                context.Process(
+                    target=_intake_client,
+                    args=(slot, tokens[slot], port, payloads, measure_from, stop_at, reports),
+                )
+                for slot in range(INTAKE_CLIENTS)
+            ]
+            for client in clients:
+                client.start()
+            results = [
+                reports.get(timeout=INTAKE_WARMUP_S + INTAKE_MEASURE_S + 120) for _ in clients
+            ]
+            for client in clients:
+                client.join(timeout=30)
+        errors = [error for *_, error in results if error]
+        if errors:
+            raise RuntimeError(f"intake clients failed: {errors[:3]}")
+        latencies = [sample for _, samples, *_ in results for sample in samples]
+        ok_ids = [external_id for _, _, ids, *_ in results for external_id in ids]
+        statuses: Counter[int] = Counter()
+        for _, _, _, counts, _ in results:
+            statuses.update(counts)
+        committed = Task.objects.filter(channel="api", external_id__in=ok_ids).count()
+        connections.close_all()
+    non_2xx = sum(count for code, count in statuses.items() if not 200 <= code < 300)
+    ctx.log(f"statuses {dict(statuses)}; {len(ok_ids)} ok; {committed} committed")
+    return {
+        "requests_per_s": round(len(latencies) / INTAKE_MEASURE_S, 1),
+        "target_requests_per_s": ">= 300",
+        "p50_ms": round(median(latencies) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 2),
+        "target_p99_ms": "<= 50",
+        "requests": sum(statuses.values()),
+        "non_2xx": non_2xx,
+        "target_non_2xx": "== 0",
+        "uncommitted_2xx": len(ok_ids) - committed,
+        "target_uncommitted_2xx": "== 0",
+        "clients": INTAKE_CLIENTS,
+        "server": f"gunicorn gthread, {workers} workers x {threads} threads",
+    }
+
+
+BENCHMARKS["intake_api_16_clients"] = intake_api_16_clients

@@ -325,6 +325,29 @@ class CommentForm(TaskActionForm):
         return data
 
 
+class SplitForm(TaskActionForm):
+    """Undo a wrong merge: the duplicate becomes a request of its own, routed by the rules."""
+
+    action, label, submit_label = "split", "Split out", "Split out as its own request"
+
+    reason = forms.CharField(
+        label="Why it is a separate request",
+        max_length=500,
+        error_messages={
+            "required": "Say why this is not the same request, e.g. “A different bill”.",
+            "max_length": "Keep the reason under 500 characters; add details as a comment.",
+        },
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="It leaves the original and is routed by the rules like a new request.",
+    )
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise ValidationError("Say why this is not the same request.")
+        return reason
+
+
 ACTION_FORMS: dict[str, type[TaskActionForm]] = {
     form.action: form
     for form in (
@@ -339,5 +362,6 @@ ACTION_FORMS: dict[str, type[TaskActionForm]] = {
         ReassignForm,
         ClassifyForm,
         CommentForm,
+        SplitForm,
     )
 }

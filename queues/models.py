@@ -7,6 +7,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Exists, OuterRef, Q
+from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -271,6 +272,7 @@ class Task(models.Model):
     )
     sla_version = models.PositiveIntegerField(
         default=0,
+        db_default=0,
         editable=False,
         help_text="The version the SLA clock was last computed from; behind `version` while "
         "the escalation sweep has a change of this task still to look at.",
@@ -321,6 +323,14 @@ class Task(models.Model):
             models.Index(
                 fields=["patient_mrn"], condition=~Q(patient_mrn=""), name="task_by_patient"
             ),
+            # Dedup by conversation thread: the open tasks of an email thread or EHR chain.
+            models.Index(
+                KeyTransform("thread_key", "metadata"),
+                condition=Q(status__in=["new", "queued", "assigned", "in_progress", "on_hold"]),
+                name="task_open_by_thread",
+            ),
+            # The API's task list, which integrations page through by last change.
+            models.Index(fields=["updated_at", "id"], name="task_by_update"),
             # The escalation sweep's changed tasks: open rows whose SLA lags their version.
             # Empty when nothing changed, so an idle sweep reads nothing whatever the size.
             models.Index(

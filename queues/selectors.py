@@ -23,7 +23,7 @@ from django.utils.dateformat import format as date_format
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import Skill
-from queues.models import Queue, Task, TaskEvent, TaskType
+from queues.models import Attachment, Queue, Task, TaskEvent, TaskType
 
 # The role groups are defined by the project shell (clinicdesk.roles), which sits above this
 # app; the names are data that both sides agree on.
@@ -44,6 +44,8 @@ def _task_queryset(user) -> QuerySet[Task]:
             "task_type", "queue", "queue__department", "assignee", "required_skill", "sla"
         )
         .annotate(
+            # The page lists files only when there are some: no query for the many without.
+            has_attachments=Exists(Attachment.objects.filter(task_id=OuterRef("pk"))),
             user_can_work_queue=Exists(workable),
             user_is_compliance=Exists(roles.filter(name=ROLE_COMPLIANCE)),
             user_is_supervisor=Exists(roles.filter(name=ROLE_SUPERVISOR)),
@@ -102,6 +104,7 @@ ACTION_ORDER = (
     "reroute",
     "reassign",
     "reopen",
+    "split",
     "comment",
 )
 SUPERVISOR_ACTIONS = frozenset({"reassign"})
@@ -128,25 +131,108 @@ def task_actions(task: Task, access: TaskAccess) -> list[str]:
         "reroute": task.is_open and manage,
         "reassign": access.is_supervisor and status in (S.QUEUED, *Task.LOADED_STATUSES),
         "reopen": status == S.RESOLVED,
+        # A wrong merge is undone by whoever works the queue, like a reroute (routing.dedup).
+        "split": status == S.DUPLICATE and access.can_work_queue,
         "comment": True,
     }
     return [action for action in ACTION_ORDER if offered[action]]
 
 
-def related_tasks(user, task: Task) -> list[Task]:
-    """The tasks linked to this one (parent, follow-ups, duplicates, blockers) that the user
-    may see: one query. A link to a task they may not see shows its number only."""
+@dataclass(frozen=True)
+class ChainStep:
+    """One task of a workflow chain: the task that set it off (depth 0) or a follow-up."""
+
+    task: Task
+    depth: int
+    visible: bool
+    is_current: bool
+    blocks: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskLinks:
+    related: list[Task]  # linked tasks the user may see (parent, follow-ups, duplicates, ...)
+    chain: list[ChainStep]  # the workflow tree the task belongs to; empty when none
+
+
+def task_links(user, task: Task) -> TaskLinks:
+    """The tasks linked to this one (parent, follow-ups, duplicates, blockers) and the workflow
+    chain it belongs to (its parent's follow-ups, or its own): one query.
+
+    `related` holds only what the user may see; a link to a task they may not see shows its
+    number only. The chain also names the other teams' steps, by number, type, queue and
+    state, never their subject or patient: the state of the whole chain is what the page is
+    for."""
     links = Q(parent=task) | Q(duplicate_of=task) | Q(blocked_by=task)
     linked_ids = [pk for pk in (task.parent_id, task.duplicate_of_id, task.blocked_by_id) if pk]
     if linked_ids:
         links |= Q(pk__in=linked_ids)
-    return list(
-        Task.objects.visible_to(user)
-        .filter(links)
+    if task.parent_id:
+        links |= Q(parent_id=task.parent_id)  # the siblings: the rest of the chain
+    visible = Task.objects.visible_to(user).filter(pk=OuterRef("pk"))
+    rows = list(
+        Task.objects.filter(links)
         .exclude(pk=task.pk)
-        .only("id", "subject", "status", "priority", "parent_id", "duplicate_of_id", "blocked_by")
+        .select_related("task_type", "queue", "assignee")
+        .only(
+            "id",
+            "subject",
+            "status",
+            "priority",
+            "parent_id",
+            "duplicate_of_id",
+            "blocked_by_id",
+            "task_type__name",
+            "queue__name",
+            "assignee__username",
+            "assignee__first_name",
+            "assignee__last_name",
+        )
+        .annotate(user_may_see=Exists(visible))
         .order_by("id")
     )
+    direct = {task.parent_id, task.duplicate_of_id, task.blocked_by_id} - {None}
+    related = [
+        other
+        for other in rows
+        if other.user_may_see
+        and (
+            other.pk in direct
+            or task.pk in (other.parent_id, other.duplicate_of_id, other.blocked_by_id)
+        )
+    ]
+    return TaskLinks(related=related, chain=_chain(task, rows))
+
+
+def _chain(task: Task, rows: list[Task]) -> list[ChainStep]:
+    root_id = task.parent_id or task.pk
+    by_id = {other.pk: other for other in rows}
+    by_id[task.pk] = task
+    steps = sorted(
+        (other for other in by_id.values() if other.parent_id == root_id), key=lambda t: t.pk
+    )
+    if not steps or root_id not in by_id:
+        return []
+    blocks: dict[int, list[int]] = {}
+    for other in steps:
+        if other.blocked_by_id:
+            blocks.setdefault(other.blocked_by_id, []).append(other.pk)
+
+    def step(other: Task, depth: int) -> ChainStep:
+        return ChainStep(
+            task=other,
+            depth=depth,
+            visible=other is task or bool(getattr(other, "user_may_see", False)),
+            is_current=other is task,
+            blocks=tuple(blocks.get(other.pk, ())),
+        )
+
+    return [step(by_id[root_id], 0), *(step(other, 1) for other in steps)]
+
+
+def related_tasks(user, task: Task) -> list[Task]:
+    """The tasks linked to this one that the user may see (see `task_links`)."""
+    return task_links(user, task).related
 
 
 def reroute_targets(task: Task) -> QuerySet[Queue]:
@@ -650,13 +736,14 @@ def describe_event(event: TaskEvent, names: Names | None = None) -> TimelineEntr
     elif kind == K.RELEASED:
         headline = "Released to the queue" + (f" (it was with {from_user})" if from_user else "")
     elif kind == K.COMMENTED:
-        headline = f"{actor} commented"
+        headline = x.get("headline") or f"{actor} commented"
         tone = "comment"
     elif kind == K.ESCALATED:
         headline = "Escalated" + (f" to {to_queue}" if event.to_queue else "")
         tone = "urgent"
     else:
-        headline = event.get_kind_display()
+        # Duplicates, follow-ups and unblocking say what happened in their own words.
+        headline = x.get("headline") or event.get_kind_display()
     return TimelineEntry(
         event=event,
         actor=actor,

@@ -23,13 +23,11 @@ from typing import Any
 from auditlog.context import disable_auditlog
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, transaction
-from django.db.models import F
+from django.db import connection, models, transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
 from accounts import services as accounts_services
-from accounts.models import StaffProfile
 from queues.models import Queue, Task, TaskEvent
 
 QUEUE_PERMISSIONS = ("queues.view_queue", "queues.work_queue")
@@ -99,6 +97,29 @@ def actor_fields(actor: Actor) -> dict[str, Any]:
 
 def task_event_record(*, task: Task, kind: str, actor: Actor, **fields: Any) -> TaskEvent:
     return TaskEvent.objects.create(task=task, kind=kind, **actor_fields(actor), **fields)
+
+
+def rows_insert(model: type[models.Model], objs: list[models.Model]) -> None:
+    """Insert a few rows, ids and all already set, in one plain `INSERT … VALUES` statement
+    with no RETURNING, so it can share a round trip with the statements around it.
+
+    `bulk_create` sends several rows as one array per column (`UNNEST`), which makes psycopg
+    escape every quote of each event's JSON explanation in Python, and asks for the ids back:
+    for the few rows of one request that costs more than the statement itself.
+    """
+    if not objs:
+        return
+    fields = [f for f in model._meta.concrete_fields if not (f.primary_key and objs[0].pk is None)]
+    rows, params = [], []
+    placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    for obj in objs:
+        rows.append(placeholders)
+        params.extend(f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {model._meta.db_table} ({columns}) VALUES {', '.join(rows)}", params
+        )
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -239,73 +260,147 @@ def task_claim(*, task_id: int, user, expected_version: int | None = None) -> Ta
     return task
 
 
+# *Next task* in one statement: lock the person's staff row and read their free units, take
+# the first claimable task of the given queues that fits (SKIP LOCKED: nobody waits on a row
+# someone else is taking), add its weight to their load and write the CLAIMED event. The
+# queue condition picks the index: one queue walks its part of `task_claimable_by_queue`;
+# several walk the global claim order (`task_claimable`) behind a one-time check, through the
+# per-queue index, that any of them has claimable work at all, so that an empty set of queues
+# never walks the whole index.
 CLAIM_NEXT_SQL = """
-UPDATE queues_task
-   SET status = 'assigned', assignee_id = %(user_id)s, waiting_for_capacity = false,
-       first_assigned_at = COALESCE(first_assigned_at, %(now)s),
-       first_claimed_at = COALESCE(first_claimed_at, %(now)s),
-       version = version + 1, updated_at = %(now)s
- WHERE id = (
-        SELECT id FROM queues_task
-         WHERE status = 'queued' AND assignee_id IS NULL AND blocked_by_id IS NULL
-           AND {queue_condition} AND weight <= %(room)s
-         ORDER BY priority, claim_due_at, id
-         FOR UPDATE SKIP LOCKED
-         LIMIT 1)
-RETURNING id, weight
+WITH me AS (
+    SELECT capacity - active_load AS room FROM accounts_staffprofile
+     WHERE user_id = %(user_id)s FOR UPDATE
+), pick AS (
+    {pick}
+), claimed AS (
+    UPDATE queues_task t
+       SET status = 'assigned', assignee_id = %(user_id)s, waiting_for_capacity = false,
+           first_assigned_at = COALESCE(t.first_assigned_at, %(now)s),
+           first_claimed_at = COALESCE(t.first_claimed_at, %(now)s),
+           version = t.version + 1, updated_at = %(now)s
+      FROM pick WHERE t.id = pick.id
+    RETURNING {task_columns}
+), load AS (
+    UPDATE accounts_staffprofile sp SET active_load = sp.active_load + claimed.weight
+      FROM claimed WHERE sp.user_id = %(user_id)s
+    RETURNING 1
+), event AS (
+    INSERT INTO queues_taskevent ({event_columns})
+    SELECT claimed.id, {event_values} FROM claimed
+    RETURNING 1
+)
+SELECT (SELECT room FROM me), (SELECT count(*) FROM load), (SELECT count(*) FROM event),
+       claimed.* FROM (SELECT 1) AS one LEFT JOIN claimed ON true
 """
-# One queue: walk that queue's part of `task_claimable_by_queue`. Several: walk the global
-# claim order (`task_claimable`), after checking through the per-queue index that any of them
-# has claimable work at all, so that an empty set of queues never walks the whole index.
-CLAIM_ONE_QUEUE_SQL = CLAIM_NEXT_SQL.format(queue_condition="queue_id = %(queue_id)s")
-CLAIM_MANY_QUEUES_SQL = CLAIM_NEXT_SQL.format(queue_condition="queue_id = ANY(%(queue_ids)s)")
-ANY_CLAIMABLE_SQL = """
-SELECT EXISTS (SELECT 1 FROM queues_task
+CLAIM_PICK_SQL = """SELECT id FROM queues_task
+     WHERE status = 'queued' AND assignee_id IS NULL AND blocked_by_id IS NULL
+       AND {queue_condition} AND weight <= {room}
+     ORDER BY priority, claim_due_at, id
+     FOR UPDATE SKIP LOCKED
+     LIMIT 1"""
+ANY_CLAIMABLE = """EXISTS (SELECT 1 FROM queues_task
                 WHERE status = 'queued' AND assignee_id IS NULL AND blocked_by_id IS NULL
-                  AND queue_id = ANY(%(queue_ids)s))
+                  AND queue_id = ANY(%(queue_ids)s))"""
+_TASK_FIELDS = [f for f in Task._meta.concrete_fields]
+_EVENT_FIELDS = [
+    f for f in TaskEvent._meta.concrete_fields if not f.primary_key and f.name != "task"
+]
+
+
+def _claim_sql(queue_condition: str) -> str:
+    return CLAIM_NEXT_SQL.format(
+        pick=CLAIM_PICK_SQL.format(queue_condition=queue_condition, room="(SELECT room FROM me)"),
+        task_columns=", ".join(f"t.{f.column}" for f in _TASK_FIELDS),
+        event_columns=", ".join(["task_id", *(f.column for f in _EVENT_FIELDS)]),
+        event_values=", ".join(f"%(event_{f.attname})s" for f in _EVENT_FIELDS),
+    )
+
+
+ONE_QUEUE = "queue_id = %(queue_id)s"
+MANY_QUEUES = f"queue_id = ANY(%(queue_ids)s) AND {ANY_CLAIMABLE}"
+CLAIM_ONE_QUEUE_SQL = _claim_sql(ONE_QUEUE)
+CLAIM_MANY_QUEUES_SQL = _claim_sql(MANY_QUEUES)
+# The claim's SELECT alone, with the free units as a parameter, for plans and benchmarks.
+CLAIM_ONE_QUEUE_PICK_SQL = CLAIM_PICK_SQL.format(queue_condition=ONE_QUEUE, room="%(room)s")
+CLAIM_MANY_QUEUES_PICK_SQL = CLAIM_PICK_SQL.format(queue_condition=MANY_QUEUES, room="%(room)s")
+
+
+def claim_next_statement(*, user, queue_ids: list[int], now: datetime) -> tuple[str, dict]:
+    """The claim statement and its parameters for `user` over `queue_ids`."""
+    event = TaskEvent(
+        created_at=now,
+        kind=TaskEvent.Kind.CLAIMED,
+        to_user_id=user.pk,
+        reason="Next task",
+        **actor_fields(user),
+    )
+    params = {"user_id": user.pk, "now": now, "queue_ids": queue_ids}
+    params.update(
+        (f"event_{f.attname}", f.get_db_prep_save(getattr(event, f.attname), connection))
+        for f in _EVENT_FIELDS
+    )
+    if len(queue_ids) == 1:
+        params["queue_id"] = queue_ids[0]
+        return CLAIM_ONE_QUEUE_SQL, params
+    return CLAIM_MANY_QUEUES_SQL, params
+
+
+# `Queue.objects.workable_by(user).filter(is_active=True)` as plain SQL: the same object
+# permissions (through the person's groups, or their own), without compiling the ORM's EXISTS
+# subqueries on every press of Next task.
+WORKABLE_QUEUE_IDS_SQL = """
+SELECT q.id FROM queues_queue q
+ WHERE q.is_active AND (
+       EXISTS (SELECT 1 FROM auth_user_groups ug
+                 JOIN guardian_groupobjectpermission gop ON gop.group_id = ug.group_id
+                 JOIN auth_permission p ON p.id = gop.permission_id
+                 JOIN django_content_type ct ON ct.id = p.content_type_id
+                WHERE ug.user_id = %(user_id)s AND p.codename = 'work_queue'
+                  AND ct.app_label = 'queues' AND ct.model = 'queue'
+                  AND gop.object_pk = q.id::text)
+    OR EXISTS (SELECT 1 FROM guardian_userobjectpermission uop
+                 JOIN auth_permission p ON p.id = uop.permission_id
+                 JOIN django_content_type ct ON ct.id = p.content_type_id
+                WHERE uop.user_id = %(user_id)s AND p.codename = 'work_queue'
+                  AND ct.app_label = 'queues' AND ct.model = 'queue'
+                  AND uop.object_pk = q.id::text))
+ ORDER BY q.id
 """
+
+
+def workable_queue_ids(user) -> list[int]:
+    if not user.is_authenticated or not user.is_active:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(WORKABLE_QUEUE_IDS_SQL, {"user_id": user.pk})
+        return [row[0] for row in cursor.fetchall()]
 
 
 @transaction.atomic
 def task_claim_next(*, user) -> Task | None:
     """*Next task*: the most urgent, oldest claimable task across the queues the person works.
 
-    The person's staff row is locked first (so their own double click cannot overbook them),
-    then one UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED LIMIT 1) claims the task:
-    two people never get the same task, and nobody waits on a row someone else is taking.
+    One statement (`CLAIM_NEXT_SQL`) locks the person's staff row (so their own double click
+    cannot overbook them), claims the task with `FOR UPDATE SKIP LOCKED`, takes the capacity
+    and writes the timeline event: two people never get the same task, nobody waits on a row
+    someone else is taking, and nobody goes over capacity.
     """
-    room = accounts_services.staff_lock_room(user_id=user.pk)
+    queue_ids = workable_queue_ids(user)
+    sql, params = claim_next_statement(user=user, queue_ids=queue_ids, now=timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        room, _, _, *task_row = cursor.fetchone()
     if room is None:
         raise CapacityError("You have no staff profile; ask your manager to set one up.")
-    if room <= 0:
-        raise CapacityError(
-            "You are at capacity. Resolve, hold or release a task before taking another.",
-            code="at_capacity",
-        )
-    queue_ids = list(
-        Queue.objects.workable_by(user).filter(is_active=True).values_list("id", flat=True)
-    )
-    if not queue_ids:
+    if task_row[0] is None:
+        if room <= 0:
+            raise CapacityError(
+                "You are at capacity. Resolve, hold or release a task before taking another.",
+                code="at_capacity",
+            )
         return None
-    params = {"user_id": user.pk, "now": timezone.now(), "room": room}
-    with connection.cursor() as cursor:
-        if len(queue_ids) == 1:
-            cursor.execute(CLAIM_ONE_QUEUE_SQL, {**params, "queue_id": queue_ids[0]})
-        else:
-            cursor.execute(ANY_CLAIMABLE_SQL, {"queue_ids": queue_ids})
-            if not cursor.fetchone()[0]:
-                return None
-            cursor.execute(CLAIM_MANY_QUEUES_SQL, {**params, "queue_ids": queue_ids})
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    task_id, weight = row
-    StaffProfile.objects.filter(user_id=user.pk).update(active_load=F("active_load") + weight)
-    task = Task.objects.get(pk=task_id)
-    task_event_record(
-        task=task, kind=TaskEvent.Kind.CLAIMED, actor=user, to_user=user, reason="Next task"
-    )
-    return task
+    return Task.from_db(connection.alias, [f.attname for f in _TASK_FIELDS], task_row)
 
 
 @transaction.atomic
@@ -371,8 +466,11 @@ def task_hold(
 
 
 @transaction.atomic
-def task_resume(*, task_id: int, actor: Actor, expected_version: int | None = None) -> Task:
-    """Back from hold: to its holder when they have room, otherwise back to the queue."""
+def task_resume(
+    *, task_id: int, actor: Actor, expected_version: int | None = None, reason: str = ""
+) -> Task:
+    """Back from hold: to its holder when they have room, otherwise back to the queue.
+    `reason` says what brought it back, when something did (a reply, new documents)."""
     task = _locked(task_id, expected_version)
     _require(task, (Task.Status.ON_HOLD,), "resumed")
     holder = task.assignee_id
@@ -384,11 +482,12 @@ def task_resume(*, task_id: int, actor: Actor, expected_version: int | None = No
     )
     if resumed_to_holder:
         task.status = Task.Status.IN_PROGRESS
-        reason = ""
     else:
         task.status = Task.Status.QUEUED
         task.assignee = None
-        reason = "Back to the queue: the holder has no room now." if holder else ""
+        if holder:
+            no_room = "Back to the queue: the holder has no room now."
+            reason = f"{reason} {no_room}" if reason else no_room
     task.hold_reason = ""
     task.follow_up_at = None
     _save(task, "status", "assignee", "hold_reason", "follow_up_at")
@@ -510,6 +609,12 @@ def task_reassign(
         raise ValidationError({"reason": "Say why the task is reassigned."})
     task = _locked(task_id, expected_version)
     _require(task, (Task.Status.QUEUED, *Task.LOADED_STATUSES), "reassigned")
+    if task.blocked_by_id:
+        raise TaskStateError(
+            f"Task #{task.pk} waits for task #{task.blocked_by_id} to be resolved first; "
+            "it can be given to someone once that is done.",
+            code="blocked",
+        )
     if task.assignee_id == to_user.pk:
         raise ValidationError({"assignee": "The task is already assigned to that person."})
     if not user_may_work_queue(to_user, task.queue_id):
@@ -593,6 +698,16 @@ def task_create(
 
 
 @transaction.atomic(savepoint=False)
+def task_insert_new(*, task: Task, actor: Actor, reason: str = "") -> Task:
+    """Write an unsaved new task (its id already drawn) as `task_create` would."""
+    task.status = Task.Status.NEW
+    with disable_auditlog():
+        task.save(force_insert=True)
+    task_event_record(task=task, kind=TaskEvent.Kind.CREATED, actor=actor, reason=reason)
+    return task
+
+
+@transaction.atomic(savepoint=False)
 def task_classify(
     *,
     task_id: int,
@@ -651,3 +766,163 @@ def task_classify(
         explanation=explanation,
     )
     return task
+
+
+# --- duplicates, follow-ups and replies (used by routing.dedup and routing.workflows) -------
+
+
+@transaction.atomic(savepoint=False)
+def task_link_duplicate(
+    *,
+    task_id: int,
+    original_id: int,
+    actor: Actor,
+    task_type_id: int | None,
+    weight: int,
+    priority: int,
+    tags: list[str],
+    explanation: dict,
+    original_note: str,
+    original_explanation: dict,
+) -> tuple[Task, Task]:
+    """A new task about a matter already open is kept, classified (so that it can be found by
+    its type), put in the original's queue (whoever sees the original sees it) and closed as
+    the original's duplicate. Both timelines record the link."""
+    # The original is the older row: locking it first keeps one order between linkers.
+    original = _locked(original_id, None)
+    _require(original, Task.OPEN_STATUSES, "linked to")
+    task = _locked(task_id, None)
+    _require(task, (Task.Status.NEW,), "linked as a duplicate")
+    task.status = Task.Status.DUPLICATE
+    task.duplicate_of_id = original.pk
+    task.task_type_id = task_type_id
+    task.weight = weight
+    task.priority = priority
+    task.tags = sorted(set(tags))
+    task.queue_id = original.queue_id
+    _save(task, "status", "duplicate_of", "task_type", "weight", "priority", "tags", "queue")
+    task_event_record(
+        task=task,
+        kind=TaskEvent.Kind.DUPLICATE_LINKED,
+        actor=actor,
+        to_queue_id=original.queue_id,
+        explanation=explanation,
+    )
+    _save(original)
+    task_event_record(
+        task=original,
+        kind=TaskEvent.Kind.DUPLICATE_LINKED,
+        actor=actor,
+        reason=original_note,
+        explanation=original_explanation,
+    )
+    return task, original
+
+
+@transaction.atomic
+def task_split_duplicate(
+    *, task_id: int, actor: Actor, reason: str, expected_version: int | None = None
+) -> Task:
+    """Undo a wrong merge: the duplicate becomes a new, unclassified task again, for routing to
+    take from there. Both timelines record who split it and why."""
+    if not reason.strip():
+        raise ValidationError({"reason": "Say why this is a separate request."})
+    original_id = Task.objects.filter(pk=task_id).values_list("duplicate_of_id", flat=True).first()
+    if original_id is not None:
+        _locked(original_id, None)  # the older row first, as when it was linked
+    task = _locked(task_id, expected_version)
+    _require(task, (Task.Status.DUPLICATE,), "split out")
+    original_id = task.duplicate_of_id
+    task.status = Task.Status.NEW
+    task.duplicate_of = None
+    _save(task, "status", "duplicate_of")
+    task_event_record(
+        task=task,
+        kind=TaskEvent.Kind.DUPLICATE_LINKED,
+        actor=actor,
+        reason=reason.strip(),
+        explanation={
+            "split_from": original_id,
+            "headline": f"Split out of #{original_id}: handled as a request of its own",
+        },
+    )
+    if original_id is not None:
+        original = Task.objects.get(pk=original_id)
+        _save(original)
+        task_event_record(
+            task=original,
+            kind=TaskEvent.Kind.DUPLICATE_LINKED,
+            actor=actor,
+            reason=reason.strip(),
+            explanation={
+                "split": task.pk,
+                "headline": f"#{task.pk} was split out: it is a separate request",
+            },
+        )
+    return task
+
+
+@transaction.atomic(savepoint=False)
+def task_unblock(*, task_id: int, actor: Actor, blocker_id: int) -> Task | None:
+    """The task the follow-up waited for is resolved: it may be claimed now. None when it no
+    longer waited for that task."""
+    task = _locked(task_id, None)
+    if task.blocked_by_id != blocker_id:
+        return None
+    task.blocked_by = None
+    _save(task, "blocked_by")
+    task_event_record(
+        task=task,
+        kind=TaskEvent.Kind.UNBLOCKED,
+        actor=actor,
+        explanation={
+            "blocker_id": blocker_id,
+            "headline": f"Task #{blocker_id} it waited for is resolved: it can be worked now",
+        },
+    )
+    return task
+
+
+@transaction.atomic(savepoint=False)
+def task_follow_up_record(
+    *, task_id: int, child: Task, actor: Actor, explanation: dict
+) -> TaskEvent:
+    """Note on a task's timeline the follow-up task a workflow created from it."""
+    task = _locked(task_id, None)
+    _save(task)
+    return task_event_record(
+        task=task,
+        kind=TaskEvent.Kind.SPAWNED,
+        actor=actor,
+        to_queue_id=child.queue_id,
+        explanation=explanation,
+    )
+
+
+@transaction.atomic
+def task_reply_record(
+    *, task_id: int, actor: Actor, text: str, sender: str, message_id: str = ""
+) -> TaskEvent | None:
+    """A reply to the task (an answer by email) on its timeline, once per message: None when
+    that message was already recorded (a resend)."""
+    task = _locked(task_id, None)
+    if (
+        message_id
+        and TaskEvent.objects.filter(
+            task_id=task.pk,
+            kind=TaskEvent.Kind.COMMENTED,
+            explanation__reply__message_id=message_id,
+        ).exists()
+    ):
+        return None
+    _save(task)
+    return task_event_record(
+        task=task,
+        kind=TaskEvent.Kind.COMMENTED,
+        actor=actor,
+        reason=text.strip() or "(The reply has no text.)",
+        explanation={
+            "reply": {"sender": sender, "message_id": message_id},
+            "headline": f"Reply received from {sender}" if sender else "Reply received",
+        },
+    )

@@ -16,6 +16,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, IntegerField, OuterRef, Prefetch, Subquery, Value
 from django.db.models.functions import Coalesce
+from django.forms.models import BaseInlineFormSet
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -24,7 +25,7 @@ from django.utils.text import Truncator
 
 from accounts.admin import weekdays_label
 from queues.models import TaskType
-from routing import engine, selectors
+from routing import engine, selectors, workflows
 from routing.forms import (
     ClassificationRuleForm,
     ClassificationRuleListForm,
@@ -33,7 +34,15 @@ from routing.forms import (
     RuleSetForm,
     TryRulesForm,
 )
-from routing.models import ClassificationRule, RoutingRule, RuleSet
+from routing.models import (
+    ClassificationRule,
+    DedupPolicy,
+    RoutingRule,
+    RuleSet,
+    WorkflowRun,
+    WorkflowStep,
+    WorkflowTemplate,
+)
 from routing.preview import decision_summary, preview, rule_set_problems
 from routing.services import (
     next_rule_set_version,
@@ -578,6 +587,93 @@ class RoutingRuleAdmin(RuleAdmin):
         return routing_actions(obj)
 
 
+# --- Intake: dedup policies and workflow templates -------------------------------------------
+
+
+@admin.register(DedupPolicy)
+class DedupPolicyAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
+    list_display = ["task_type", "match", "window", "is_active"]
+    list_select_related = ["task_type"]
+    list_filter = ["match", "is_active"]
+    search_fields = ["task_type__name", "task_type__code", "notes"]
+    autocomplete_fields = ["task_type"]
+    fields = ["task_type", "match", "window_hours", "is_active", "notes"]
+
+    @admin.display(description="Window", ordering="window_hours")
+    def window(self, obj: DedupPolicy) -> str:
+        days, hours = divmod(obj.window_hours, 24)
+        if days and not hours:
+            return f"{days} day{'s' if days != 1 else ''}"
+        return f"{obj.window_hours} hours"
+
+
+class WorkflowStepFormSet(BaseInlineFormSet):
+    """The steps as a whole: checked by the same function that orders them when the template
+    fires (`routing.workflows.steps_in_order`)."""
+
+    def clean(self):
+        super().clean()
+        steps = [
+            (form.cleaned_data["task_type"], form.cleaned_data.get("blocked_until"))
+            for form in self.forms
+            if form.cleaned_data.get("task_type") and not form.cleaned_data.get("DELETE")
+        ]
+        try:
+            workflows.steps_in_order(steps)
+        except workflows.WorkflowError as error:
+            raise ValidationError(str(error)) from error
+
+
+class WorkflowStepInline(admin.TabularInline):
+    model = WorkflowStep
+    formset = WorkflowStepFormSet
+    fields = ["order", "task_type", "subject", "blocked_until"]
+    autocomplete_fields = ["task_type", "blocked_until"]
+    extra = 1
+
+
+@admin.register(WorkflowTemplate)
+class WorkflowTemplateAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
+    inlines = [WorkflowStepInline]
+    list_display = ["name", "trigger_type", "trigger", "step_summary", "is_active"]
+    list_select_related = ["trigger_type"]
+    list_filter = ["trigger", "is_active"]
+    search_fields = ["name", "description", "trigger_type__name"]
+    autocomplete_fields = ["trigger_type"]
+    fields = ["name", "trigger_type", "trigger", "is_active", "description"]
+
+    def get_queryset(self, request):
+        steps = WorkflowStep.objects.select_related("task_type", "blocked_until")
+        return super().get_queryset(request).prefetch_related(Prefetch("steps", queryset=steps))
+
+    @admin.display(description="Creates")
+    def step_summary(self, obj: WorkflowTemplate) -> str:
+        return "; ".join(
+            step.task_type.name
+            + (f" (after {step.blocked_until.name} is resolved)" if step.blocked_until_id else "")
+            for step in obj.steps.all()
+        )
+
+
+@admin.register(WorkflowRun)
+class WorkflowRunAdmin(admin.ModelAdmin):
+    """When each template fired, for whom: a record, never edited."""
+
+    list_display = ["template", "trigger_task_id", "created_at"]
+    list_select_related = ["template"]
+    list_filter = ["template"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 # --- Audit -------------------------------------------------------------------------------
 # Registered here because every process (web, qcluster, commands) imports the admin modules
 # at start-up through admin autodiscovery.
@@ -586,3 +682,6 @@ class RoutingRuleAdmin(RuleAdmin):
 auditlog.register(RuleSet, exclude_fields=["revision"])
 auditlog.register(ClassificationRule)
 auditlog.register(RoutingRule, m2m_fields={"task_types", "sites"})
+auditlog.register(DedupPolicy)
+auditlog.register(WorkflowTemplate)
+auditlog.register(WorkflowStep)

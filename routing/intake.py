@@ -9,7 +9,8 @@ adapter, and hands the draft here. This module then, in one transaction:
 2. joins a reply (email In-Reply-To / References) to the task it answers, as a comment;
 3. classifies, and links a request about a matter already open (DedupPolicy) to that task
    instead of creating a second piece of work;
-4. otherwise routes and assigns the new task, and spawns its workflow follow-ups.
+4. otherwise routes and assigns the new task, and spawns its workflow follow-ups;
+5. either way, resumes a task on hold for the same patient and matter (`routing.workflows`).
 """
 
 from __future__ import annotations
@@ -85,10 +86,10 @@ def intake_submit(
             _finish(inbound, InboundMessage.Status.REPLY, task)
             return IntakeResult(task, False, InboundMessage.Status.REPLY)
 
-    task = queues_services.task_create(actor=actor, **draft.task_fields())
-    if inbound is not None:
-        store.attachments_link(inbound=inbound, task=task)
+    # Decide before writing anything: the new task and its events are then inserted in their
+    # final state (`task_insert_routed`), a handful of statements instead of a dozen.
     snapshot = selectors.routing_snapshot()
+    task = services.task_new(**draft.task_fields())
     decision = _classify(task, snapshot, now)
     original = (
         None
@@ -96,16 +97,29 @@ def intake_submit(
         else dedup.find_original(task=task, task_type_code=decision.task_type, now=now)
     )
     if original is not None:
+        queues_services.task_insert_new(task=task, actor=actor)
+        _store_attachments(draft, task, inbound)
         task = dedup.link_duplicate(task=task, original=original, decision=decision, actor=actor)
+        # The missing documents a held task waits for land on it, and wake it up.
+        workflows.resume_waiting_for(task=task, actor=actor)
         _finish(inbound, InboundMessage.Status.DUPLICATE, task)
         return IntakeResult(task, True, InboundMessage.Status.DUPLICATE)
 
-    services.task_route(task=task, now=now, snapshot=snapshot)
-    task.refresh_from_db()
+    task = services.task_insert_routed(
+        task=task, decision=decision, snapshot=snapshot, actor=actor, now=now
+    )
+    _store_attachments(draft, task, inbound)
     workflows.on_created(task=task, actor=actor, now=now)
     workflows.resume_waiting_for(task=task, actor=actor)
     _finish(inbound, InboundMessage.Status.PARSED, task)
     return IntakeResult(task, True, InboundMessage.Status.PARSED)
+
+
+def _store_attachments(draft: TaskDraft, task: Task, inbound: InboundMessage | None) -> None:
+    # The draft's files (a fax's PDF, a voicemail's audio, an email's attachments) are stored
+    # here, once, with the message and the task; adapters only put them in the draft.
+    if draft.attachments:
+        store.attachments_store(drafts=draft.attachments, task=task, inbound=inbound)
 
 
 def _finish(inbound: InboundMessage | None, status: str, task: Task) -> None:
@@ -133,6 +147,7 @@ def intake_receive(
     client=None,
     headers: dict | None = None,
     parent: InboundMessage | None = None,
+    sender: str = "",
 ) -> tuple[InboundMessage, IntakeResult | None]:
     """Store a payload raw, parse it with its channel's adapter and submit it.
 
@@ -141,7 +156,12 @@ def intake_receive(
     for the Failed intake page. Call it outside a transaction: the raw row commits first.
     """
     inbound = store.inbound_store(
-        channel=channel, payload=payload, content_type=content_type, client=client, headers=headers
+        channel=channel,
+        payload=payload,
+        content_type=content_type,
+        client=client,
+        headers=headers,
+        sender=sender,
     )
     if parent is not None:
         inbound.parent = parent

@@ -9,7 +9,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from accounts.models import Site, Skill, validate_weekdays
-from queues.models import Channel, Priority, Queue, TaskType
+from queues.models import Channel, Priority, Queue, Task, TaskType
 
 
 class Mode(models.TextChoices):
@@ -213,3 +213,148 @@ class RoutingRule(RuleBase):
                 name="routingrule_level_1_to_5",
             ),
         ]
+
+
+# --- Intake: dedup and workflow follow-ups -------------------------------------------------
+
+
+class DedupPolicy(models.Model):
+    """When a new request of a type joins an open task instead of becoming a second piece of
+    work (routing/dedup.py). One policy a type; no policy, no dedup."""
+
+    class Match(models.TextChoices):
+        PATIENT_AND_TYPE = "patient_type", "Same patient and task type"
+        THREAD = "thread", "Same conversation thread (an email thread, an EHR request chain)"
+        EITHER = "either", "Either of the two"
+
+    task_type = models.OneToOneField(
+        TaskType,
+        on_delete=models.CASCADE,
+        related_name="dedup_policy",
+        help_text="New requests classified as this type are checked.",
+    )
+    match = models.CharField(max_length=12, choices=Match.choices, default=Match.PATIENT_AND_TYPE)
+    window_hours = models.PositiveIntegerField(
+        "window (hours)",
+        default=72,
+        validators=[MinValueValidator(1), MaxValueValidator(24 * 90)],
+        help_text="Only an open task received within this many hours before counts "
+        "(72 = three days).",
+    )
+    is_active = models.BooleanField(default=True)
+    notes = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "dedup policy"
+        verbose_name_plural = "dedup policies"
+        ordering = ["task_type__name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(window_hours__gte=1) & Q(window_hours__lte=24 * 90),
+                name="dedup_window_1h_to_90d",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Dedup {self.task_type}: {self.get_match_display().lower()}, {self.window_hours} h"
+
+    @property
+    def by_patient(self) -> bool:
+        return self.match in (self.Match.PATIENT_AND_TYPE, self.Match.EITHER)
+
+    @property
+    def by_thread(self) -> bool:
+        return self.match in (self.Match.THREAD, self.Match.EITHER)
+
+
+class WorkflowTemplate(models.Model):
+    """When a task of one type is created or resolved, create follow-up tasks for the same
+    patient, each routed by the rules (routing/workflows.py)."""
+
+    class Trigger(models.TextChoices):
+        CREATED = "created", "A task of the type is created"
+        RESOLVED = "resolved", "A task of the type is resolved"
+
+    name = models.CharField(max_length=120, unique=True)
+    trigger_type = models.ForeignKey(
+        TaskType, on_delete=models.PROTECT, related_name="+", verbose_name="when a task of type"
+    )
+    trigger = models.CharField(
+        "is", max_length=10, choices=Trigger.choices, default=Trigger.RESOLVED
+    )
+    is_active = models.BooleanField(default=True)
+    description = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [
+            models.Index(
+                fields=["trigger_type", "trigger"],
+                condition=Q(is_active=True),
+                name="workflow_by_trigger",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WorkflowStep(models.Model):
+    """One follow-up task of a template, optionally waiting for another step to be resolved."""
+
+    template = models.ForeignKey(WorkflowTemplate, on_delete=models.CASCADE, related_name="steps")
+    order = models.PositiveSmallIntegerField(default=10, help_text="Lower is created first.")
+    task_type = models.ForeignKey(
+        TaskType, on_delete=models.PROTECT, related_name="+", verbose_name="create a task of type"
+    )
+    subject = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Empty: the type's name and the subject of the task that set it off.",
+    )
+    blocked_until = models.ForeignKey(
+        TaskType,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name="blocked until resolved",
+        help_text="Another step of this template (by its type) that must be resolved before "
+        "this one can be claimed.",
+    )
+
+    class Meta:
+        ordering = ["order", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["template", "task_type"], name="workflowstep_one_per_type"
+            ),
+            models.CheckConstraint(
+                condition=~Q(blocked_until=F("task_type")), name="workflowstep_not_self_blocked"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.template}: {self.task_type}"
+
+
+class WorkflowRun(models.Model):
+    """A template fired for one task. Unique, so it fires once per trigger task, whatever the
+    retries, reopenings or concurrent calls."""
+
+    template = models.ForeignKey(WorkflowTemplate, on_delete=models.PROTECT, related_name="runs")
+    trigger_task = models.ForeignKey(Task, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["template", "trigger_task"], name="workflowrun_once_per_task"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.template} for task #{self.trigger_task_id}"

@@ -23,3 +23,18 @@ def test_roles_that_read_escalations_find_them_in_the_menu(client, role):
 def test_an_agent_has_no_escalations_link(client):
     page = sign_in_and_open_home(client, UserFactory(roles=["Agent"]))
     assert reverse("escalation:list") not in page
+
+
+@pytest.mark.parametrize(
+    ("role", "log_a_request", "failed_intake"),
+    [
+        ("Agent", True, False),
+        ("Supervisor", True, True),
+        ("Manager", False, True),
+        ("Compliance", False, True),
+    ],
+)
+def test_intake_links_follow_the_role(client, role, log_a_request, failed_intake):
+    page = sign_in_and_open_home(client, UserFactory(roles=[role]))
+    assert (f'href="{reverse("queues:intake_new")}"' in page) is log_a_request
+    assert (f'href="{reverse("queues:intake_failed")}"' in page) is failed_intake

@@ -1,3 +1,12 @@
-"""API routes"""
+"""Inbound webhooks, mounted at /api/v1/inbound/: signed pushes from other systems."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from queues.api import inbound
+
+app_name = "inbound"
+
+urlpatterns = [
+    path("fhir/", inbound.FhirInboundView.as_view(), name="fhir"),
+    path("email/", inbound.EmailInboundView.as_view(), name="email"),
+]

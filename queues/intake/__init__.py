@@ -13,8 +13,10 @@ from queues.intake.draft import IntakeError, TaskDraft
 # content type (without parameters) → "module:function(payload: bytes, inbound) -> TaskDraft"
 ADAPTERS = {
     "application/json": "queues.intake.api:parse",
+    "multipart/form-data": "queues.intake.api:parse_multipart",
     "application/fhir+json": "queues.intake.fhir:parse",
     "message/rfc822": "queues.intake.email:parse",
+    "application/x-clinicdesk-form+json": "queues.intake.form:parse",
 }
 
 

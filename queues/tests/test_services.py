@@ -159,6 +159,17 @@ def test_reassign_to_someone_who_does_not_work_the_queue_is_refused(billing, ali
     assert "assignee" in error.value.message_dict
 
 
+def test_a_blocked_task_cannot_be_reassigned_until_its_blocker_is_resolved(billing, alice):
+    blocker = queued_task(billing[1])
+    blocked = queued_task(billing[1], blocked_by=blocker)
+    with pytest.raises(services.TaskStateError, match="resolved first"):
+        services.task_reassign(
+            task_id=blocked.pk, actor="supervisor", to_user=alice.user, reason="cover"
+        )
+    assert load(alice) == 0
+    assert Task.objects.get(pk=blocked.pk).assignee_id is None
+
+
 def test_next_task_takes_the_most_urgent_then_the_oldest(billing, alice):
     routine = queued_task(billing[1], priority=3)
     urgent_new = queued_task(billing[1], priority=1)

@@ -92,3 +92,36 @@ def test_visible_to_is_one_query_whatever_the_number_of_queues(clinic, django_as
         QueueFactory(department=clinic["billing"])
     with django_assert_num_queries(1):
         assert len(list(Task.objects.visible_to(user))) == 2
+
+
+def test_next_task_reads_the_same_workable_queues_as_the_pages(clinic):
+    """`workable_queue_ids` is the plain-SQL twin of `Queue.objects.workable_by` that Next task
+    uses: department grants, a personal grant, an inactive queue and an inactive person."""
+    from guardian.shortcuts import assign_perm
+
+    from queues.services import workable_queue_ids
+
+    extra = QueueFactory(department=clinic["billing"], name="Appeals", code="appeals")
+    closed = QueueFactory(department=clinic["billing"], name="Old", code="old", is_active=False)
+    alice = StaffProfileFactory(
+        user=UserFactory(username="alice", roles=["Agent"]), departments=[clinic["billing"]]
+    ).user
+    carol = StaffProfileFactory(user=UserFactory(username="carol", roles=["Agent"])).user
+    assign_perm("queues.work_queue", carol, clinic["triage_queue"])
+    manager = UserFactory(username="mia", roles=["Manager"])
+    gone = StaffProfileFactory(
+        user=UserFactory(username="gone", is_active=False), departments=[clinic["billing"]]
+    ).user
+
+    def orm(user):
+        return sorted(
+            Queue.objects.workable_by(user).filter(is_active=True).values_list("id", flat=True)
+        )
+
+    for user in (alice, carol, manager, gone):
+        assert workable_queue_ids(user) == orm(user), user
+    assert workable_queue_ids(alice) == sorted([clinic["billing_queue"].pk, extra.pk])
+    assert closed.pk not in workable_queue_ids(alice)
+    assert workable_queue_ids(carol) == [clinic["triage_queue"].pk]
+    assert workable_queue_ids(manager) == []
+    assert workable_queue_ids(gone) == []

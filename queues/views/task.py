@@ -14,12 +14,17 @@ from django.views.decorators.http import require_GET, require_POST
 
 from queues import selectors
 from queues import services as queues_services
+
+# An upward import to the audit trail (clinicdesk sits on top): every opening of a task page
+# is recorded as a read of the task.
+from queues.access import record_task_access
 from queues.forms import ACTION_FORMS, TaskActionForm
 from queues.models import Task
 from queues.services import StaleTaskError, TaskStateError
 
 # Routing sits above queues: its orchestrating functions also offer freed capacity to queued
 # work and re-run the rules, which the page must not skip. The rare upward import, on purpose.
+from routing import dedup as routing_dedup
 from routing import services as routing_services
 from routing.selectors import NoActiveRuleSet
 
@@ -47,6 +52,9 @@ ACTIONS: dict[str, Action] = {
         routing_services.task_reclassify, "actor", "Task #{id} classified and routed to {queue}."
     ),
     "comment": Action(queues_services.task_comment, "actor", "Comment added to task #{id}."),
+    "split": Action(
+        routing_dedup.task_split, "actor", "Task #{id} is a request of its own now, in {queue}."
+    ),
 }
 
 
@@ -61,6 +69,7 @@ def _page_context(request, task: Task, bound: TaskActionForm | None = None) -> d
     if bound is not None:
         forms[bound.action] = bound
     timeline = selectors.task_timeline(task)
+    links = selectors.task_links(request.user, task)
     return {
         "task": task,
         "access": access,
@@ -69,7 +78,8 @@ def _page_context(request, task: Task, bound: TaskActionForm | None = None) -> d
         "open_action": bound.action if bound is not None else "",
         "timeline": timeline,
         "routing_summary": selectors.routing_summary(timeline),
-        "related": selectors.related_tasks(request.user, task),
+        "related": links.related,
+        "chain": links.chain,
         "patient_age": selectors.age_in_years(task.patient_birth_date),
     }
 
@@ -78,6 +88,7 @@ def _page_context(request, task: Task, bound: TaskActionForm | None = None) -> d
 @require_GET
 def task_detail(request, task_id: int):
     task = selectors.get_task_for_user(request.user, task_id)
+    record_task_access(request.user, task, via="page")
     return render(request, "queues/task.html", _page_context(request, task))
 
 

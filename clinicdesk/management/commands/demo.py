@@ -8,6 +8,7 @@ from accounts.services import departments_of
 from clinicdesk import demo_traffic
 from clinicdesk.demo import LOGINS, build_demo_clinic, demo_counts, is_demo_user
 from clinicdesk.roles import ROLES
+from queues.access import audit_actor
 
 
 class Command(BaseCommand):
@@ -55,7 +56,8 @@ class Command(BaseCommand):
             )
 
         try:
-            result = build_demo_clinic()
+            with audit_actor("system:demo"):
+                result = build_demo_clinic()
         except LookupError as error:
             raise CommandError(str(error)) from error
         for username in result.skipped_users:

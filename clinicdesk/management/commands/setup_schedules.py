@@ -6,6 +6,7 @@ edited declaration updates the existing row instead of adding another.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.management import BaseCommand
 from django.db import connection, transaction
 from django_q.models import Schedule
@@ -35,7 +36,35 @@ SCHEDULES = [
         "minutes": 1,
         "repeats": -1,
     },
+    # The audit trail: new rows are linked into the hash chain every ten minutes (cheap, and
+    # a short window in which a row is protected by the triggers and its own hash only), and
+    # the whole chain is verified every night; a broken chain emails compliance and managers.
+    {
+        "name": "audit-seal",
+        "func": "clinicdesk.audit.jobs.seal_job",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 10,
+        "repeats": -1,
+    },
+    {
+        "name": "audit-verify",
+        "func": "clinicdesk.audit.jobs.verify_job",
+        "schedule_type": Schedule.DAILY,
+        "repeats": -1,
+    },
+    # Reads the intake mailbox; idempotent (a message read twice is recognised by its
+    # Message-ID). Declared only where a mailbox is configured: see ENABLED.
+    {
+        "name": "poll-imap",
+        "func": "queues.jobs.poll_imap",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 1,
+        "repeats": -1,
+    },
 ]
+
+# Schedules that exist only under a setting; elsewhere the command removes them.
+ENABLED = {"poll-imap": lambda: bool(settings.IMAP_HOST)}
 
 
 class Command(BaseCommand):
@@ -49,6 +78,10 @@ class Command(BaseCommand):
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext('clinicdesk.setup_schedules'))")
         for spec in SCHEDULES:
             name, values = spec["name"], {k: v for k, v in spec.items() if k != "name"}
+            if name in ENABLED and not ENABLED[name]():
+                if Schedule.objects.filter(name=name).delete()[0]:
+                    self.stdout.write(f"Removed schedule {name}: not configured here.")
+                continue
             existing = list(Schedule.objects.select_for_update().filter(name=name).order_by("id"))
             if not existing:
                 Schedule.objects.create(name=name, **values)
