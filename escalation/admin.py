@@ -162,7 +162,18 @@ class NotificationAdmin(ReadOnlyAdmin):
 
 # --- Audit -----------------------------------------------------------------------------------
 
+
+def mask_secret(value: str) -> str:
+    return "***" if value not in ("", "None") else value
+
+
 auditlog.register(BusinessCalendar)
 auditlog.register(CalendarClosure)
 auditlog.register(SlaPolicy, m2m_fields={"task_types", "queues"})
-auditlog.register(EscalationStep, mask_fields=["webhook_secret"])
+# The webhook's signing secret is recorded as changed, never with any of its characters
+# (auditlog's default mask keeps half of the value).
+auditlog.register(
+    EscalationStep,
+    mask_fields=["webhook_secret"],
+    mask_callable="escalation.admin.mask_secret",
+)

@@ -22,16 +22,17 @@ SWEEP_JOB_SECONDS = 30  # well under the cluster's 50 s job timeout
 
 
 def sweep_job() -> int:
-    """Sweep batch after batch until nothing is due or SWEEP_JOB_SECONDS have passed, so a
-    backlog drains within the minute instead of one batch a minute. Each batch commits on its
-    own; when steps fired, their notifications are sent at once rather than on the next
-    minute's run (the outbox rows are committed by then)."""
+    """Sweep batch after batch until there is nothing left to do (no changed task to
+    recompute, no due step) or SWEEP_JOB_SECONDS have passed, so a backlog drains within the
+    minute instead of one batch a minute. Each batch commits on its own; when steps fired,
+    their notifications are sent at once rather than on the next minute's run (the outbox rows
+    are committed by then)."""
     started = time.monotonic()
     fired = 0
     while True:
-        batch = services.sweep()
-        fired += batch
-        if not batch or time.monotonic() - started > SWEEP_JOB_SECONDS:
+        result = services.sweep_batch()
+        fired += result.fired
+        if not result.worked or time.monotonic() - started > SWEEP_JOB_SECONDS:
             break
     if fired:
         transaction.on_commit(

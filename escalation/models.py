@@ -299,9 +299,11 @@ class EscalationStep(models.Model):
 
 
 class TaskSla(models.Model):
-    """What the sweep reads: per task, the policy that applies and the time of its earliest
-    pending step. `task_version` is the task's version when this was computed, so the sweep
-    finds the tasks that changed since (a claim, a hold, a resume) in one query."""
+    """What the sweep reads: per task, the policy that applies, its pending steps with the
+    time each fires (computed with the policy's calendar when the task last changed, in
+    firing order), and the earliest of those times, indexed. `task_version` is the task's
+    version when this was computed (the task keeps the same number in `sla_version`, which
+    is what the sweep's changed-task query reads)."""
 
     task = models.OneToOneField(
         Task, on_delete=models.CASCADE, primary_key=True, related_name="sla"
@@ -311,14 +313,19 @@ class TaskSla(models.Model):
     )
     task_version = models.PositiveIntegerField()
     next_step_at = models.DateTimeField(null=True, blank=True)
+    # Parallel arrays, ordered by fire time then level: the sweep fires the due prefix and
+    # keeps the rest in one statement, with no calendar arithmetic at sweep time.
+    pending_step_ids = ArrayField(models.BigIntegerField(), default=list, blank=True)
+    pending_fire_at = ArrayField(models.DateTimeField(), default=list, blank=True)
     at_risk = models.BooleanField(default=False)
     computed_at = models.DateTimeField()
 
     class Meta:
         verbose_name = "task SLA"
         indexes = [
+            # The due rows in the order the sweep takes them (no sort, however many are due).
             models.Index(
-                fields=["next_step_at"],
+                fields=["next_step_at", "task"],
                 condition=Q(next_step_at__isnull=False),
                 name="tasksla_next_step",
             )
@@ -331,7 +338,11 @@ class TaskSla(models.Model):
 class Escalation(models.Model):
     """One step fired for one task. Unique, so that a step fires once whatever runs it."""
 
-    task = models.ForeignKey(Task, on_delete=models.PROTECT, related_name="escalations")
+    # No index of its own on `task`: the unique (task, step) serves every lookup by task, and
+    # the sweep inserts these rows by the hundred thousand.
+    task = models.ForeignKey(
+        Task, on_delete=models.PROTECT, related_name="escalations", db_index=False
+    )
     step = models.ForeignKey(EscalationStep, on_delete=models.PROTECT, related_name="+")
     level = models.PositiveSmallIntegerField()
     due_at = models.DateTimeField(help_text="The target the step watches.")
@@ -342,6 +353,7 @@ class Escalation(models.Model):
         null=True,
         blank=True,
         related_name="+",
+        db_index=False,  # indexed below, only where set
     )
     acknowledged_at = models.DateTimeField(null=True, blank=True)
 
@@ -355,7 +367,12 @@ class Escalation(models.Model):
                 fields=["fired_at"],
                 condition=Q(acknowledged_at__isnull=True),
                 name="escalation_open",
-            )
+            ),
+            models.Index(
+                fields=["acknowledged_by"],
+                condition=Q(acknowledged_by__isnull=False),
+                name="escalation_acknowledged_by",
+            ),
         ]
 
     def __str__(self) -> str:

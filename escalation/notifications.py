@@ -23,7 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from escalation.models import Escalation, EscalationStep, Notification
-from queues.models import Task
+from queues.models import Queue, Task
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,24 @@ def supervisor_addresses(task: Task) -> list[str]:
             .values_list("email", flat=True)
         )
     )
+
+
+def supervisor_addresses_by_queue() -> dict[int, list[str]]:
+    """`supervisor_addresses` for every queue at once (two queries), for the set-based sweep."""
+    group_of_queue = dict(Queue.objects.values_list("id", "department__group_id"))
+    users = get_user_model().objects
+    supervisors = users.filter(is_active=True, groups__name=SUPERVISOR_GROUP).exclude(email="")
+    by_group: dict[int, set[str]] = {}
+    # Every group of each supervisor (a second join, not the one the filter made).
+    for email, group_id in users.filter(pk__in=supervisors.values("pk")).values_list(
+        "email", "groups__id"
+    ):
+        by_group.setdefault(group_id, set()).add(email)
+    return {
+        queue_id: sorted(by_group[group_id])
+        for queue_id, group_id in group_of_queue.items()
+        if group_id in by_group
+    }
 
 
 def notifications_for(

@@ -13,26 +13,52 @@ from queues.models import Task, TaskEvent
 
 Interval = tuple[datetime, datetime]
 
-# Open tasks never computed, or changed since they were (`version` moves with every change
-# through queues.services). A closed task needs no recompute: when its stored next step comes
-# due, the sweep finds nothing pending for it and clears it.
+# Open tasks never computed, or changed since they were: `version` moves with every change
+# through queues.services, `sla_version` only when the SLA is stored. The WHERE clause is the
+# predicate of the partial index `task_sla_stale` word for word, so the index holds exactly
+# these rows: none when nothing changed, whatever the size of the table. A closed task needs
+# no recompute here: if its stored next step comes due, the due query sends it to a recompute,
+# which clears it.
 STALE_TASKS_SQL = """
-SELECT t.id FROM queues_task t
-  LEFT JOIN escalation_tasksla s ON s.task_id = t.id
- WHERE t.status IN ('new', 'queued', 'assigned', 'in_progress', 'on_hold')
-   AND (s.task_id IS NULL OR s.task_version <> t.version)
- ORDER BY t.id
+SELECT id FROM queues_task
+ WHERE status IN ('new', 'queued', 'assigned', 'in_progress', 'on_hold')
+   AND NOT (sla_version = version)
+ ORDER BY id
  LIMIT %(limit)s
 """
 
-# The sweep's one query over the partial index on next_step_at: a bounded batch of due rows,
-# locked to the end of the transaction, skipping rows another sweep holds.
+# The sweep's due rows, over the partial index on (next_step_at, task_id): a bounded batch,
+# locked to the end of the transaction, skipping rows another sweep holds; then their tasks,
+# locked too, skipping any that a person (or another sweep) is changing right now: they stay
+# due for the next batch. Neither lock waits, so two sweeps never wait for each other here.
+# `replan` marks the tasks whose stored plan cannot be trusted: changed since, no longer
+# running (closed or on hold), or computed before the SLA configuration was last edited.
 DUE_SQL = """
-SELECT task_id FROM escalation_tasksla
- WHERE next_step_at IS NOT NULL AND next_step_at <= %(now)s
- ORDER BY next_step_at, task_id
- LIMIT %(limit)s
- FOR UPDATE SKIP LOCKED
+WITH due AS (
+  SELECT task_id, computed_at FROM escalation_tasksla
+   WHERE next_step_at IS NOT NULL AND next_step_at <= %(now)s
+   ORDER BY next_step_at, task_id
+   LIMIT %(limit)s
+   FOR UPDATE SKIP LOCKED
+)
+SELECT t.id,
+       NOT (t.sla_version = t.version)
+       OR t.status NOT IN ('new', 'queued', 'assigned', 'in_progress')
+       OR due.computed_at < (
+            SELECT coalesce(greatest((SELECT max(updated_at) FROM escalation_slapolicy),
+                                     (SELECT max(updated_at) FROM escalation_businesscalendar)),
+                            '-infinity')) AS replan
+  FROM due JOIN queues_task t ON t.id = due.task_id
+ ORDER BY t.id
+ FOR UPDATE OF t SKIP LOCKED
+"""
+
+# Of these tasks, the ones with a due step whose action runs through the state machine.
+ROW_BY_ROW_SQL = """
+SELECT DISTINCT s.task_id
+  FROM escalation_tasksla s
+ CROSS JOIN LATERAL unnest(s.pending_step_ids, s.pending_fire_at) AS p(step_id, fire_at)
+ WHERE s.task_id = ANY(%(task_ids)s) AND p.fire_at <= %(now)s AND p.step_id = ANY(%(step_ids)s)
 """
 
 
@@ -51,16 +77,29 @@ def active_policies() -> list[SlaPolicy]:
     )
 
 
-def stale_task_ids(*, limit: int) -> list[int]:
+def stale_task_ids(*, limit: int, lock: bool = False) -> list[int]:
+    """Open tasks whose SLA is behind their version; with `lock`, locked for the transaction,
+    skipping any that another transaction holds."""
+    sql_text = STALE_TASKS_SQL + (" FOR UPDATE SKIP LOCKED" if lock else "")
     with connection.cursor() as cursor:
-        cursor.execute(STALE_TASKS_SQL, {"limit": limit})
+        cursor.execute(sql_text, {"limit": limit})
         return [row[0] for row in cursor.fetchall()]
 
 
-def lock_due_task_ids(*, now: datetime, limit: int) -> list[int]:
+def lock_due_tasks(*, now: datetime, limit: int) -> tuple[list[int], list[int]]:
+    """(ids of the due tasks locked for this sweep, the ones among them to plan again)."""
     with connection.cursor() as cursor:
         cursor.execute(DUE_SQL, {"now": now, "limit": limit})
-        return [row[0] for row in cursor.fetchall()]
+        rows = cursor.fetchall()
+    return [task_id for task_id, _ in rows], [task_id for task_id, replan in rows if replan]
+
+
+def tasks_with_due_steps(*, task_ids: list[int], step_ids: list[int], now: datetime) -> set[int]:
+    if not task_ids or not step_ids:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(ROW_BY_ROW_SQL, {"task_ids": task_ids, "step_ids": step_ids, "now": now})
+        return {row[0] for row in cursor.fetchall()}
 
 
 def held_intervals(*, task_ids: list[int], now: datetime) -> dict[int, tuple[Interval, ...]]:
@@ -95,8 +134,11 @@ def fired_step_ids(*, task_ids: list[int]) -> dict[int, set[int]]:
 
 
 def tasks_for_planning(*, task_ids: list[int]) -> list[Task]:
+    """The tasks, locked in id order: what is planned is what is stored (a claim cannot slip
+    in between), and every writer of SLA rows takes the task first, then its TaskSla."""
     return list(
-        Task.objects.filter(pk__in=task_ids)
+        Task.objects.select_for_update(of=("self",))
+        .filter(pk__in=task_ids)
         .only(
             "id",
             "task_type_id",

@@ -9,7 +9,7 @@ class Command(BaseCommand):
     help = "Run one escalation sweep now, as the scheduled job does, and say how many fired."
 
     def add_arguments(self, parser):
-        parser.add_argument("--batch", type=int, default=500)
+        parser.add_argument("--batch", type=int, default=services.SWEEP_BATCH)
 
     def handle(self, *args, batch: int, **options):
         fired = services.sweep(batch=batch)
