@@ -201,7 +201,12 @@ class Task(models.Model):
         max_length=200, blank=True, help_text="The sending system's id; unique per channel."
     )
     site = models.ForeignKey(
-        Site, on_delete=models.PROTECT, null=True, blank=True, related_name="tasks"
+        Site,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="tasks",
+        db_index=False,
     )
     task_type = models.ForeignKey(
         TaskType, on_delete=models.PROTECT, null=True, blank=True, related_name="tasks"
@@ -217,6 +222,7 @@ class Task(models.Model):
         null=True,
         blank=True,
         related_name="assigned_tasks",
+        db_index=False,
     )
     weight = models.PositiveSmallIntegerField(
         default=1,
@@ -224,7 +230,12 @@ class Task(models.Model):
         help_text="Capacity units the task takes while assigned or in progress (from its type).",
     )
     required_skill = models.ForeignKey(
-        Skill, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        Skill,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     min_skill_level = models.PositiveSmallIntegerField(default=1)
     waiting_for_capacity = models.BooleanField(default=False)
@@ -253,13 +264,28 @@ class Task(models.Model):
     outcome = models.CharField(max_length=60, blank=True)
 
     parent = models.ForeignKey(
-        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children"
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="children",
+        db_index=False,
     )
     duplicate_of = models.ForeignKey(
-        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="duplicates"
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="duplicates",
+        db_index=False,
     )
     blocked_by = models.ForeignKey(
-        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="blocking"
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="blocking",
+        db_index=False,
     )
     rule_set_version = models.PositiveIntegerField(null=True, blank=True)
     routed_by_rule_id = models.PositiveIntegerField(
@@ -331,6 +357,15 @@ class Task(models.Model):
             ),
             # The API's task list, which integrations page through by last change.
             models.Index(fields=["updated_at", "id"], name="task_by_update"),
+            # Foreign keys that most tasks leave empty: indexed only where set, so that the
+            # many updates of a task's life do not maintain entries for NULLs. (The assignee
+            # is covered by `task_by_assignee`.)
+            *(
+                models.Index(
+                    fields=[field], condition=Q(**{f"{field}__isnull": False}), name=f"task_{field}"
+                )
+                for field in ("site", "required_skill", "parent", "duplicate_of", "blocked_by")
+            ),
             # The escalation sweep's changed tasks: open rows whose SLA lags their version.
             # Empty when nothing changed, so an idle sweep reads nothing whatever the size.
             models.Index(
@@ -380,26 +415,51 @@ class TaskEvent(models.Model):
         SPAWNED = "spawned", "Follow-up created"
         UNBLOCKED = "unblocked", "Unblocked"
 
-    task = models.ForeignKey(Task, on_delete=models.PROTECT, related_name="events")
+    task = models.ForeignKey(Task, on_delete=models.PROTECT, related_name="events", db_index=False)
     created_at = models.DateTimeField(auto_now_add=True)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     actor_label = models.CharField(
         max_length=120, help_text="Who acted: a username, client:<name> or system:<job>."
     )
     from_queue = models.ForeignKey(
-        Queue, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        Queue,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     to_queue = models.ForeignKey(
-        Queue, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        Queue,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     from_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     to_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     rule_id = models.PositiveIntegerField(null=True, blank=True)
     rule_set_version = models.PositiveIntegerField(null=True, blank=True)
@@ -408,7 +468,19 @@ class TaskEvent(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
-        indexes = [models.Index(fields=["task", "created_at", "id"], name="taskevent_timeline")]
+        indexes = [
+            # A task's timeline (and its events' foreign key: `task` has no index of its own).
+            models.Index(fields=["task", "created_at", "id"], name="taskevent_timeline"),
+            # Who acted, and the queues and people an event names: indexed only where set.
+            *(
+                models.Index(
+                    fields=[field],
+                    condition=Q(**{f"{field}__isnull": False}),
+                    name=f"taskevent_{field}",
+                )
+                for field in ("actor", "from_queue", "to_queue", "from_user", "to_user")
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} by {self.actor_label}"
