@@ -39,9 +39,13 @@ def thread_key(task: Task) -> str:
     return str(key)[:200] if key else ""
 
 
-def policy_for(task_type_code: str) -> DedupPolicy | None:
+def policy_for(
+    task_type_code: str, snapshot: selectors.RoutingSnapshot | None = None
+) -> DedupPolicy | None:
     if not task_type_code:
         return None
+    if snapshot is not None:
+        return snapshot.dedup_policies.get(task_type_code)
     return (
         DedupPolicy.objects.filter(task_type__code=task_type_code, is_active=True)
         .select_related("task_type")
@@ -70,12 +74,18 @@ def _lock(keys: list[str]) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
 
 
-def find_original(*, task: Task, task_type_code: str, now: datetime) -> Task | None:
+def find_original(
+    *,
+    task: Task,
+    task_type_code: str,
+    now: datetime,
+    snapshot: selectors.RoutingSnapshot | None = None,
+) -> Task | None:
     """The open task the new one duplicates under the type's DedupPolicy, or None.
 
     Call it inside the transaction that creates the task: it holds the matter's lock until that
     transaction ends, so a concurrent request about the same matter finds this one."""
-    policy = policy_for(task_type_code)
+    policy = policy_for(task_type_code, snapshot)
     if policy is None:
         return None
     same, keys = _matter(task, policy)

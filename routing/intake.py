@@ -42,13 +42,21 @@ class IntakeResult:
         return self.task.duplicate_of
 
 
-def _lock_external_id(channel: str, external_id: str) -> None:
-    # Resends of one request serialise here; different requests never wait on each other.
+def _lock_external_id(channel: str, external_id: str) -> int | None:
+    """Serialise resends of one request (different requests never wait on each other), then
+    return the id of the task it already became, if any. Two statements: the check must see
+    what the lock's previous holder committed, so it cannot share the lock's snapshot."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
             [f"intake:{channel}:{external_id}"],
         )
+        cursor.execute(
+            "SELECT id FROM queues_task WHERE channel = %s AND external_id = %s",
+            [channel, external_id],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def _classify(task: Task, snapshot: selectors.RoutingSnapshot, now: datetime) -> engine.Decision:
@@ -67,13 +75,9 @@ def intake_submit(
 ) -> IntakeResult:
     now = now or timezone.now()
     if draft.external_id:
-        _lock_external_id(draft.channel, draft.external_id)
-        existing = (
-            Task.objects.select_related("duplicate_of")
-            .filter(channel=draft.channel, external_id=draft.external_id)
-            .first()
-        )
-        if existing is not None:
+        existing_id = _lock_external_id(draft.channel, draft.external_id)
+        if existing_id is not None:
+            existing = Task.objects.select_related("duplicate_of").get(pk=existing_id)
             _finish(inbound, InboundMessage.Status.RESENT, existing)
             return IntakeResult(existing, False, InboundMessage.Status.RESENT)
 
@@ -94,7 +98,9 @@ def intake_submit(
     original = (
         None
         if decision.needs_review
-        else dedup.find_original(task=task, task_type_code=decision.task_type, now=now)
+        else dedup.find_original(
+            task=task, task_type_code=decision.task_type, now=now, snapshot=snapshot
+        )
     )
     if original is not None:
         queues_services.task_insert_new(task=task, actor=actor)
@@ -109,7 +115,7 @@ def intake_submit(
         task=task, decision=decision, snapshot=snapshot, actor=actor, now=now
     )
     _store_attachments(draft, task, inbound)
-    workflows.on_created(task=task, actor=actor, now=now)
+    workflows.on_created(task=task, actor=actor, now=now, snapshot=snapshot)
     workflows.resume_waiting_for(task=task, actor=actor)
     _finish(inbound, InboundMessage.Status.PARSED, task)
     return IntakeResult(task, True, InboundMessage.Status.PARSED)

@@ -9,7 +9,7 @@ decision, with no shared in-process state.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection
@@ -17,7 +17,14 @@ from django.db import connection
 from accounts.models import Site, Skill, in_window
 from queues.models import Queue, TaskType
 from routing import engine
-from routing.models import ClassificationRule, RoutingRule, RuleSet
+from routing.models import (
+    ClassificationRule,
+    DedupPolicy,
+    RoutingRule,
+    RuleSet,
+    WorkflowStep,
+    WorkflowTemplate,
+)
 
 
 class NoActiveRuleSet(LookupError):
@@ -52,6 +59,11 @@ class RoutingSnapshot:
     skill_codes: dict[int, str]
     sites: dict[int, SiteHours]
     default_time_zone: str
+    # Intake's configuration, read once per change like the rules: the active dedup policy of
+    # each task type (by code), and the active workflow templates by (type id, trigger), with
+    # their steps.
+    dedup_policies: dict[str, DedupPolicy] = field(default_factory=dict)
+    workflow_templates: dict[tuple[int, str], list[WorkflowTemplate]] = field(default_factory=dict)
 
     def queue(self, queue_id: int) -> engine.QueueSpec:
         return self.spec.queues[queue_id]
@@ -71,7 +83,11 @@ SELECT rs.id, rs.version, rs.revision,
        (SELECT max(updated_at) FROM queues_tasktype),
        (SELECT max(updated_at) FROM queues_queue),
        (SELECT max(updated_at) FROM accounts_site),
-       (SELECT count(*) || ':' || coalesce(max(id), 0) FROM accounts_skill)
+       (SELECT count(*) || ':' || coalesce(max(id), 0) FROM accounts_skill),
+       (SELECT count(*) || ':' || coalesce(max(updated_at)::text, '') FROM routing_deduppolicy),
+       (SELECT count(*) || ':' || coalesce(max(updated_at)::text, '')
+          FROM routing_workflowtemplate),
+       (SELECT count(*) || ':' || coalesce(max(id), 0) FROM routing_workflowstep)
   FROM routing_ruleset rs
  WHERE rs.id = COALESCE(%s, (SELECT id FROM routing_ruleset WHERE status = 'active'))
 """
@@ -205,7 +221,30 @@ def build_snapshot(rule_set_id: int, *, fingerprint: tuple = ()) -> RoutingSnaps
             for s in Site.objects.all()
         },
         default_time_zone=settings.TIME_ZONE,
+        dedup_policies=_dedup_policies(),
+        workflow_templates=_workflow_templates(),
     )
+
+
+def _dedup_policies() -> dict[str, DedupPolicy]:
+    return {
+        policy.task_type.code: policy
+        for policy in DedupPolicy.objects.filter(is_active=True).select_related("task_type")
+    }
+
+
+def _workflow_templates() -> dict[tuple[int, str], list[WorkflowTemplate]]:
+    from django.db.models import Prefetch
+
+    steps = WorkflowStep.objects.select_related("task_type").order_by("order", "id")
+    templates: dict[tuple[int, str], list[WorkflowTemplate]] = {}
+    for template in (
+        WorkflowTemplate.objects.filter(is_active=True)
+        .prefetch_related(Prefetch("steps", queryset=steps))
+        .order_by("name", "id")
+    ):
+        templates.setdefault((template.trigger_type_id, template.trigger), []).append(template)
+    return templates
 
 
 CANDIDATES_SQL = """

@@ -98,9 +98,13 @@ def _claim_run(template_id: int, task_id: int, now: datetime) -> bool:
         return cursor.fetchone() is not None
 
 
-def _templates(task: Task, trigger: str) -> list[WorkflowTemplate]:
+def _templates(
+    task: Task, trigger: str, snapshot: selectors.RoutingSnapshot | None = None
+) -> list[WorkflowTemplate]:
     if task.task_type_id is None:
         return []
+    if snapshot is not None:
+        return snapshot.workflow_templates.get((task.task_type_id, trigger), [])
     steps = WorkflowStep.objects.select_related("task_type").order_by("order", "id")
     return list(
         WorkflowTemplate.objects.filter(
@@ -220,21 +224,33 @@ def _spawn(template: WorkflowTemplate, trigger: Task, actor: Actor, now: datetim
     return list(by_type.values())
 
 
-def _fire(task: Task, trigger: str, actor: Actor, now: datetime) -> list[Task]:
+def _fire(
+    task: Task,
+    trigger: str,
+    actor: Actor,
+    now: datetime,
+    snapshot: selectors.RoutingSnapshot | None = None,
+) -> list[Task]:
     spawned: list[Task] = []
-    for template in _templates(task, trigger):
+    for template in _templates(task, trigger, snapshot):
         spawned.extend(_spawn(template, task, actor, now))
     return spawned
 
 
-def on_created(*, task: Task, actor: Actor, now: datetime) -> list[Task]:
+def on_created(
+    *,
+    task: Task,
+    actor: Actor,
+    now: datetime,
+    snapshot: selectors.RoutingSnapshot | None = None,
+) -> list[Task]:
     """The follow-ups of a task that intake just created (or a split just made its own).
 
     A follow-up a workflow created does not set off "when created" templates itself: a
     template creating its own trigger type would otherwise never end."""
     if task.parent_id is not None and (task.metadata or {}).get("workflow"):
         return []
-    return _fire(task, WorkflowTemplate.Trigger.CREATED, actor, now)
+    return _fire(task, WorkflowTemplate.Trigger.CREATED, actor, now, snapshot)
 
 
 @transaction.atomic(savepoint=False)
@@ -316,10 +332,23 @@ def _same_matter(task: Task) -> Q:
     return matter
 
 
+def _patient_has_held_work(patient_mrn: str) -> bool:
+    if not patient_mrn:
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM queues_task WHERE patient_mrn = %s AND status = %s)",
+            [patient_mrn, Task.Status.ON_HOLD],
+        )
+        return cursor.fetchone()[0]
+
+
 @transaction.atomic(savepoint=False)
 def resume_waiting_for(*, task: Task, actor: Actor) -> list[Task]:
     """Resume the tasks on hold for the same patient and matter as a new inbound item: "Resumed:
     new documents arrived by fax (#N)". Returns the resumed tasks."""
+    if not task.duplicate_of_id and not _patient_has_held_work(task.patient_mrn):
+        return []  # the common case, answered by one indexed probe
     held = list(
         Task.objects.filter(_same_matter(task), status=Task.Status.ON_HOLD)
         .exclude(pk=task.pk)
