@@ -93,13 +93,16 @@ def find_original(
         return None
     _lock(keys)
     since = now - timedelta(hours=policy.window_hours)
-    return (
+    original_id = (
         Task.objects.open()
         .filter(same, created_at__gte=since)
         .exclude(pk=task.pk)
         .order_by("created_at", "id")
+        .values_list("pk", flat=True)
         .first()
     )
+    # Most requests have no original: only then is the whole row read.
+    return None if original_id is None else Task.objects.get(pk=original_id)
 
 
 def _content(task: Task, attachments: int) -> str:

@@ -33,7 +33,7 @@ from queues.api.authentication import ClientTokenAuthentication, calling_client,
 from queues.api.views import ApiView
 from queues.intake import fhir, store
 from queues.intake.draft import IntakeError
-from queues.models import Channel, InboundMessage, IntegrationClient, Task
+from queues.models import Channel, InboundMessage, IntegrationClient
 
 # Routing sits above queues: intake's orchestrator classifies, dedups and routes (the REST
 # intake endpoint imports it the same way).
@@ -144,8 +144,7 @@ class _SignedWebhook(ApiView):
 
 
 def _summary(request, result: intake.IntakeResult) -> Response:
-    task = Task.objects.select_related("queue", "task_type", "assignee").get(pk=result.task.pk)
-    summary = s.intake_response(request, task, result.outcome)
+    summary = s.intake_response(request, result.task.pk, result.outcome)
     return Response(
         summary,
         status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,

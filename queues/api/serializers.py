@@ -88,18 +88,31 @@ class IntakeResponseSerializer(serializers.Serializer):
     web_url = serializers.URLField(help_text="This task's page, for staff.")
 
 
-def intake_response(request, task: Task, outcome: str) -> dict:
+def intake_response(request, task_id: int, outcome: str) -> dict:
+    """The answer to an intake call, read in one narrow query after the commit."""
+    task = (
+        Task.objects.filter(pk=task_id)
+        .values(
+            "status",
+            "priority",
+            "duplicate_of_id",
+            "queue__code",
+            "task_type__code",
+            "assignee__username",
+        )
+        .get()
+    )
     return {
-        "id": task.pk,
-        "status": task.status,
+        "id": task_id,
+        "status": task["status"],
         "outcome": outcome,
-        "queue": task.queue.code if task.queue_id else None,
-        "task_type": task.task_type.code if task.task_type_id else None,
-        "priority": task.priority,
-        "assignee": task.assignee.get_username() if task.assignee_id else None,
-        "duplicate_of": task.duplicate_of_id,
-        "url": request.build_absolute_uri(reverse("api:task-detail", args=[task.pk])),
-        "web_url": request.build_absolute_uri(reverse("queues:task", args=[task.pk])),
+        "queue": task["queue__code"],
+        "task_type": task["task_type__code"],
+        "priority": task["priority"],
+        "assignee": task["assignee__username"],
+        "duplicate_of": task["duplicate_of_id"],
+        "url": request.build_absolute_uri(reverse("api:task-detail", args=[task_id])),
+        "web_url": request.build_absolute_uri(reverse("queues:task", args=[task_id])),
     }
 
 

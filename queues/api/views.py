@@ -321,9 +321,8 @@ class IntakeView(ApiView):
             ) from None
         if result is None:
             return Response({"errors": inbound.error_fields, "inbound_id": inbound.pk}, status=400)
-        task = Task.objects.select_related("queue", "task_type", "assignee").get(pk=result.task.pk)
         return Response(
-            s.intake_response(request, task, result.outcome),
+            s.intake_response(request, result.task.pk, result.outcome),
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
 

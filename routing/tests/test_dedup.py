@@ -182,12 +182,28 @@ def test_the_thread_root_is_found_by_its_message_id(clinic):
 def test_find_original_is_one_indexed_query_after_the_policy(clinic, django_assert_num_queries):
     original = submit("Question about my March statement").task
     probe = Task.objects.create(channel="phone", subject="probe", patient_mrn="MRN-1001")
-    # the policy; the matter's lock; the open task of that patient and type
-    with django_assert_num_queries(3):
+    # the policy; the matter's lock; the id of the open task of that patient and type; its row
+    with django_assert_num_queries(4):
         found = dedup.find_original(
             task=probe, task_type_code="billing_question", now=timezone.now()
         )
     assert found == original
+    # Intake passes the cached rules snapshot, which holds the policies; when nothing matches,
+    # the whole row is never read: the lock and one indexed probe.
+    from routing import selectors
+
+    snapshot = selectors.routing_snapshot()
+    stranger = Task.objects.create(channel="phone", subject="probe", patient_mrn="MRN-9999")
+    with django_assert_num_queries(2):
+        assert (
+            dedup.find_original(
+                task=stranger,
+                task_type_code="billing_question",
+                now=timezone.now(),
+                snapshot=snapshot,
+            )
+            is None
+        )
     # A lookup by patient may use the partial index `task_by_patient` (its predicate,
     # patient_mrn <> '', follows from patient_mrn = '…'), however large the table grows.
     with connection.cursor() as cursor:
