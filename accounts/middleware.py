@@ -8,6 +8,11 @@ from django.shortcuts import redirect
 from django.urls import reverse
 
 SESSION_KEY = "clinicdesk_last_activity"
+# Page views within this many seconds of the last recorded one do not rewrite the session:
+# saving it costs a database transaction on every request. The clock may therefore start up
+# to this much before the real last request, so the server signs out at most this much early,
+# never late. Any other method (a form, "Stay signed in") always records.
+ACTIVITY_GRANULARITY_S = 20
 
 
 class IdleLogoutMiddleware:
@@ -34,6 +39,7 @@ class IdleLogoutMiddleware:
                     query["next"] = request.get_full_path()
                 return redirect(f"{reverse('accounts:login')}?{urlencode(query)}")
             # Polling fragments (htmx refreshes) must not keep an idle session alive.
-            if not request.headers.get("X-Idle-Poll"):
+            fresh = last is not None and now - last < ACTIVITY_GRANULARITY_S
+            if not request.headers.get("X-Idle-Poll") and not (fresh and request.method == "GET"):
                 request.session[SESSION_KEY] = now
         return self.get_response(request)

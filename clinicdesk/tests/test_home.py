@@ -187,3 +187,18 @@ def test_polling_does_not_keep_an_idle_session_alive(client, alice, settings):
     client.get(HOME, headers={"X-Idle-Poll": "1"})
 
     assert client.session[SESSION_KEY] == before
+
+
+def test_pages_seconds_apart_do_not_rewrite_the_session(client, alice, settings):
+    """The idle clock is kept to the nearest few seconds: a page view right after another
+    costs no session write, and the clock never runs ahead of the real last request."""
+    from accounts.middleware import ACTIVITY_GRANULARITY_S
+
+    client.force_login(alice)
+    set_last_activity(client, ACTIVITY_GRANULARITY_S - 5)
+    before = client.session[SESSION_KEY]
+    assert client.get(reverse("home")).status_code == 200
+    assert client.session[SESSION_KEY] == before
+    set_last_activity(client, ACTIVITY_GRANULARITY_S + 1)
+    assert client.get(reverse("home")).status_code == 200
+    assert client.session[SESSION_KEY] == pytest.approx(time.time(), abs=5)
