@@ -7,6 +7,7 @@ NAV_LINKS = {
     "intake_new": {"Agent", "Supervisor"},
     "intake_failed": {"Supervisor", "Manager", "Compliance"},
     "escalations": {"Supervisor", "Manager", "Compliance"},
+    "dashboard": {"Supervisor", "Manager", "Compliance"},
     "audit": {"Manager", "Compliance"},
 }
 

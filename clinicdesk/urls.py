@@ -14,6 +14,7 @@ urlpatterns = [
     path("", include("queues.urls")),
     path("escalations/", include("escalation.urls")),
     path("audit/", include("clinicdesk.audit.urls")),
+    path("dashboard/", include("clinicdesk.dashboard.urls")),
     path("api/v1/inbound/", include("queues.api.inbound_urls")),
     path("api/v1/", include("queues.api.urls")),
     path("api/", include("queues.api.docs_urls")),

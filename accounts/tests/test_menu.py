@@ -38,3 +38,18 @@ def test_intake_links_follow_the_role(client, role, log_a_request, failed_intake
     page = sign_in_and_open_home(client, UserFactory(roles=[role]))
     assert (f'href="{reverse("queues:intake_new")}"' in page) is log_a_request
     assert (f'href="{reverse("queues:intake_failed")}"' in page) is failed_intake
+
+
+@pytest.mark.parametrize(
+    ("role", "dashboard", "audit"),
+    [
+        ("Agent", False, False),
+        ("Supervisor", True, False),
+        ("Manager", True, True),
+        ("Compliance", True, True),
+    ],
+)
+def test_dashboard_and_audit_links_follow_the_role(client, role, dashboard, audit):
+    page = sign_in_and_open_home(client, UserFactory(roles=[role]))
+    assert (f'href="{reverse("dashboard:index")}"' in page) is dashboard
+    assert (f'href="{reverse("audit:search")}"' in page) is audit
