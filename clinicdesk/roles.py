@@ -30,6 +30,7 @@ CONFIG_MODELS = {
 RECORD_MODELS = {
     "queues": ["task", "taskevent", "inboundmessage"],
     "escalation": ["escalation", "notification"],
+    "routing": ["rulesetevent", "replayrun"],
 }
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
@@ -60,6 +61,9 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "routing.delete_classificationrule",
         "routing.delete_routingrule",
         "routing.delete_workflowstep",
+        "routing.publish_ruleset",
+        "routing.view_rulesetevent",
+        "routing.view_replayrun",
         "escalation.delete_calendarclosure",
         "escalation.delete_escalationstep",
         "escalation.view_escalation",
@@ -77,6 +81,9 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "auditlog.view_logentry",
     ],
 }
+
+
+DEFAULT_ACTIONS = ("add", "change", "delete", "view")
 
 
 def sync_role_permissions(apps, schema_editor=None) -> None:
@@ -103,9 +110,10 @@ def sync_role_permissions(apps, schema_editor=None) -> None:
                 content_type__app_label=app_label, codename=codename
             ).first()
             if permission is None:
-                if not _model_known(apps, app_label, codename.split("_", 1)[1]):
-                    # An app migrated later than this migration: its own migration syncs
-                    # the roles again once its tables exist.
+                action, model_name = codename.split("_", 1)
+                if action not in DEFAULT_ACTIONS or not _model_known(apps, app_label, model_name):
+                    # An app (or a custom permission) migrated later than this migration: its
+                    # own migration syncs the roles again once it exists.
                     continue
                 raise LookupError(f"permission {dotted} does not exist")
             wanted.append(permission)

@@ -800,7 +800,19 @@ def task_link_duplicate(
     task.priority = priority
     task.tags = sorted(set(tags))
     task.queue_id = original.queue_id
-    _save(task, "status", "duplicate_of", "task_type", "weight", "priority", "tags", "queue")
+    # The rule set that classified it, as on every other routed task.
+    task.rule_set_version = task.rule_set_version or explanation.get("rule_set_version")
+    _save(
+        task,
+        "status",
+        "duplicate_of",
+        "task_type",
+        "weight",
+        "priority",
+        "tags",
+        "queue",
+        "rule_set_version",
+    )
     task_event_record(
         task=task,
         kind=TaskEvent.Kind.DUPLICATE_LINKED,

@@ -26,9 +26,13 @@ from django.utils.text import Truncator
 from accounts.admin import weekdays_label
 from queues.models import TaskType
 from routing import engine, selectors, workflows
+from routing import replay as replay_module
 from routing.forms import (
     ClassificationRuleForm,
     ClassificationRuleListForm,
+    PublishRequestForm,
+    ReplayForm,
+    RollbackForm,
     RoutingRuleForm,
     RoutingRuleListForm,
     RuleSetForm,
@@ -37,8 +41,10 @@ from routing.forms import (
 from routing.models import (
     ClassificationRule,
     DedupPolicy,
+    ReplayRun,
     RoutingRule,
     RuleSet,
+    RuleSetEvent,
     WorkflowRun,
     WorkflowStep,
     WorkflowTemplate,
@@ -47,12 +53,36 @@ from routing.preview import decision_summary, preview, rule_set_problems
 from routing.services import (
     next_rule_set_version,
     rule_set_activate,
+    rule_set_approve_publication,
+    rule_set_authors,
     rule_set_copy,
+    rule_set_record_edit,
+    rule_set_request_publication,
+    rule_set_roll_back,
     rule_set_touch,
+    rule_set_withdraw_publication,
 )
 
 DASH = "\N{EN DASH}"
 TRY_PERMISSION = "routing.view_ruleset"
+REPLAY_PERMISSION = "routing.change_ruleset"
+PUBLISH_PERMISSION = "routing.publish_ruleset"
+LIVE_WARNING = (
+    "This is the LIVE rule set (v{version}): a change here routes the next task at once, "
+    "without a replay or a second manager's approval, and is recorded as such. To change "
+    "the rules, copy the set to a draft, replay it, and ask for publication."
+)
+
+
+def _retired(rule_set: RuleSet | None) -> bool:
+    # What was live stays as it was: tasks name the version that routed them, and a rollback
+    # restores exactly what two managers approved.
+    return rule_set is not None and rule_set.status == RuleSet.Status.RETIRED
+
+
+def _record_edits(request, *rule_set_ids: int | None) -> None:
+    for rule_set_id in {pk for pk in rule_set_ids if pk is not None}:
+        rule_set_record_edit(rule_set_id=rule_set_id, actor=request.user)
 
 
 # --- Summaries shown in lists ------------------------------------------------------------
@@ -158,6 +188,12 @@ class RuleInline(admin.TabularInline):
         # A new rule needs conditions and actions: it is written on its own page.
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return not _retired(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return not _retired(obj) and super().has_delete_permission(request, obj)
+
     @admin.display(description="When")
     def when(self, obj) -> str:
         return self.summarize_when(obj)
@@ -217,6 +253,7 @@ class RuleSetAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
         "classification_count",
         "routing_count",
         "activated_at",
+        "publication",
         "try_link",
     ]
     list_display_links = ["name", "version"]
@@ -225,7 +262,7 @@ class RuleSetAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
     search_help_text = "A version (3 or v3), or words of the name or description."
     ordering = ["-version"]
     autocomplete_fields = ["based_on", "review_queue", "red_flag_task_type", "red_flag_queue"]
-    actions = ["activate", "copy_to_draft"]
+    actions = ["activate", "copy_to_draft", "replay"]
 
     def get_queryset(self, request):
         return (
@@ -267,7 +304,31 @@ class RuleSetAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         if obj is not None and obj.status == RuleSet.Status.ACTIVE:
             return False  # routing would stop: activate another set first
+        if _retired(obj):
+            return False  # tasks name its version; it stays one click away for a rollback
         return super().has_delete_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return not _retired(obj) and super().has_change_permission(request, obj)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id)
+        if obj is not None and obj.status == RuleSet.Status.ACTIVE and request.method == "GET":
+            self.message_user(request, LIVE_WARNING.format(version=obj.version), messages.WARNING)
+        context = {**(extra_context or {})}
+        if obj is not None:
+            context["replays"] = obj.replays.select_related("created_by")[:5]
+            context["may_publish"] = request.user.has_perm(PUBLISH_PERMISSION)
+        return super().change_view(request, object_id, form_url, context)
+
+    @admin.display(description="Publication")
+    def publication(self, obj: RuleSet) -> str:
+        state = obj.publication_state
+        if state == "requested":
+            return "awaiting a second manager's approval"
+        if state == "approved":
+            return f"approved; goes live {obj.publish_at:%Y-%m-%d %H:%M}"
+        return DASH
 
     @admin.display(description="Classification rules", ordering="classification_total")
     def classification_count(self, obj: RuleSet) -> int:
@@ -303,18 +364,39 @@ class RuleSetAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
             # loaded values back could undo them.
             obj.save(update_fields=[name for name in form.fields if name in form.changed_data])
         else:
+            obj.created_by = request.user
             obj.save()
+            RuleSetEvent.objects.create(
+                rule_set=obj,
+                kind=RuleSetEvent.Kind.CREATED,
+                actor=request.user,
+                actor_label=request.user.get_username(),
+                at=obj.created_at,
+            )
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         rule_set_touch(form.instance.pk)
+        if change:
+            _record_edits(request, form.instance.pk)
 
     # -- actions --
 
-    @admin.action(description="Activate this rule set", permissions=["change"])
+    @admin.action(
+        description="Activate this rule set (only when none is live)", permissions=["change"]
+    )
     def activate(self, request, queryset):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one rule set to activate.", messages.ERROR)
+            return
+        if RuleSet.objects.filter(status=RuleSet.Status.ACTIVE).exists():
+            # Four eyes: once rules are live, a new version goes live by approval.
+            self.message_user(
+                request,
+                "A rule set is live: a new version goes live by publication, which a second "
+                "manager approves. Open the draft and choose Publish.",
+                messages.ERROR,
+            )
             return
         try:
             rule_set, previous, problems = rule_set_activate(rule_set_id=queryset.get().pk)
@@ -329,7 +411,7 @@ class RuleSetAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
     @admin.action(description="Copy to a new draft", permissions=["add"])
     def copy_to_draft(self, request, queryset):
         for rule_set in queryset.order_by("version"):
-            draft = rule_set_copy(rule_set_id=rule_set.pk)
+            draft = rule_set_copy(rule_set_id=rule_set.pk, actor=request.user)
             self.message_user(
                 request,
                 format_html(
@@ -341,6 +423,13 @@ class RuleSetAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
                 messages.SUCCESS,
             )
 
+    @admin.action(description="Replay against past traffic", permissions=["change"])
+    def replay(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one rule set to replay.", messages.ERROR)
+            return None
+        return redirect("admin:routing_ruleset_replay", queryset.get().pk)
+
     # -- Try the rules --
 
     def get_urls(self):
@@ -349,8 +438,194 @@ class RuleSetAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
         return [
             path("try/", view(self.try_active_view), name=f"{app}_{model}_try_active"),
             path("<int:object_id>/try/", view(self.try_view), name=f"{app}_{model}_try"),
+            path("<int:object_id>/replay/", view(self.replay_view), name=f"{app}_{model}_replay"),
+            path(
+                "<int:object_id>/replay/<int:run_id>/",
+                view(self.replay_report_view),
+                name=f"{app}_{model}_replay_report",
+            ),
+            path(
+                "<int:object_id>/publish/", view(self.publish_view), name=f"{app}_{model}_publish"
+            ),
+            path(
+                "<int:object_id>/rollback/",
+                view(self.rollback_view),
+                name=f"{app}_{model}_rollback",
+            ),
             *super().get_urls(),
         ]
+
+    def _page(self, request, rule_set: RuleSet, title: str, template: str, **context):
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            "subtitle": str(rule_set),
+            "rule_set": rule_set,
+            **context,
+        }
+        return TemplateResponse(request, template, context)
+
+    # -- Replay (routing/replay.py) --
+
+    def replay_view(self, request, object_id: int):
+        """The traffic to replay on; the replay runs and its report is kept."""
+        if not request.user.has_perm(REPLAY_PERMISSION):
+            raise PermissionDenied
+        rule_set = get_object_or_404(RuleSet, pk=object_id)
+        form = ReplayForm(request.POST if request.method == "POST" else None)
+        if form.is_bound and form.is_valid():
+            data = form.cleaned_data
+            try:
+                if data["source"] == "period":
+                    traffic = replay_module.load_period(data["start"], data["end"])
+                else:
+                    traffic = replay_module.load_generated(
+                        n=data["n"],
+                        seed=data["seed"],
+                        day=data["day"],
+                        review_queue_id=rule_set.review_queue_id,
+                    )
+                run = replay_module.replay_run_create(
+                    rule_set=rule_set,
+                    traffic=traffic,
+                    baseline=data["baseline"],
+                    actor=request.user,
+                )
+            except (replay_module.ReplayError, engine.RuleSetError) as error:
+                form.add_error(None, str(error))
+            else:
+                return redirect("admin:routing_ruleset_replay_report", rule_set.pk, run.pk)
+        return self._page(
+            request,
+            rule_set,
+            "Replay against past traffic",
+            "admin/routing/replay_form.html",
+            form=form,
+            runs=rule_set.replays.select_related("created_by")[:10],
+        )
+
+    def replay_report_view(self, request, object_id: int, run_id: int):
+        if not (
+            request.user.has_perm(REPLAY_PERMISSION) or request.user.has_perm(PUBLISH_PERMISSION)
+        ):
+            raise PermissionDenied
+        run = get_object_or_404(
+            ReplayRun.objects.select_related("rule_set", "created_by"),
+            pk=run_id,
+            rule_set_id=object_id,
+        )
+        report = run.report
+        return self._page(
+            request,
+            run.rule_set,
+            "Replay report",
+            "admin/routing/replay_report.html",
+            run=run,
+            report=report,
+            view=replay_view_context(report),
+            stale=run.rule_set_revision != run.rule_set.revision,
+        )
+
+    # -- Publication with four eyes, rollback --
+
+    def publish_view(self, request, object_id: int):
+        """Ask for publication (the author), approve it (another manager), or withdraw it."""
+        if not request.user.has_perm(PUBLISH_PERMISSION):
+            raise PermissionDenied
+        rule_set = get_object_or_404(RuleSet, pk=object_id)
+        form = PublishRequestForm(
+            request.POST if request.method == "POST" and "request" in request.POST else None
+        )
+        if request.method == "POST":
+            try:
+                if "request" in request.POST:
+                    if form.is_valid():
+                        rule_set_request_publication(
+                            rule_set_id=rule_set.pk,
+                            actor=request.user,
+                            publish_at=form.cleaned_data["publish_at"],
+                            note=form.cleaned_data["note"],
+                        )
+                        self.message_user(
+                            request,
+                            f"Publication of {rule_set} requested: another manager approves it.",
+                            messages.SUCCESS,
+                        )
+                        return redirect("admin:routing_ruleset_publish", rule_set.pk)
+                elif "approve" in request.POST:
+                    rule_set, live = rule_set_approve_publication(
+                        rule_set_id=rule_set.pk, actor=request.user
+                    )
+                    when = (
+                        "is now live"
+                        if live
+                        else f"goes live at {rule_set.publish_at:%Y-%m-%d %H:%M}"
+                    )
+                    self.message_user(request, f"Approved: {rule_set} {when}.", messages.SUCCESS)
+                    return redirect("admin:routing_ruleset_change", rule_set.pk)
+                elif "withdraw" in request.POST:
+                    rule_set_withdraw_publication(
+                        rule_set_id=rule_set.pk,
+                        actor=request.user,
+                        reason=request.POST.get("reason", ""),
+                    )
+                    self.message_user(request, "Publication withdrawn.", messages.SUCCESS)
+                    return redirect("admin:routing_ruleset_publish", rule_set.pk)
+            except ValidationError as error:
+                self.message_user(request, " ".join(error.messages), messages.ERROR)
+                return redirect("admin:routing_ruleset_publish", rule_set.pk)
+        rule_set.refresh_from_db()
+        authors = rule_set_authors(rule_set)
+        may_approve = (
+            rule_set.publication_state == "requested"
+            and request.user.pk not in authors
+            and request.user.pk != rule_set.publish_requested_by_id
+        )
+        return self._page(
+            request,
+            rule_set,
+            "Publish this rule set",
+            "admin/routing/ruleset/publish.html",
+            form=form,
+            may_approve=may_approve,
+            is_author=request.user.pk in authors
+            or request.user.pk == rule_set.publish_requested_by_id,
+            changed=rule_set.publish_revision is not None
+            and rule_set.publish_revision != rule_set.revision,
+            runs=rule_set.replays.select_related("created_by")[:10],
+            events=rule_set.events.select_related("actor")[:50],
+            active=RuleSet.objects.filter(status=RuleSet.Status.ACTIVE).first(),
+        )
+
+    def rollback_view(self, request, object_id: int):
+        """Make this retired set live again at once: one manager, with a reason."""
+        if not request.user.has_perm(PUBLISH_PERMISSION):
+            raise PermissionDenied
+        rule_set = get_object_or_404(RuleSet, pk=object_id)
+        form = RollbackForm(request.POST if request.method == "POST" else None)
+        if form.is_bound and form.is_valid():
+            try:
+                target, previous = rule_set_roll_back(
+                    rule_set_id=rule_set.pk, actor=request.user, reason=form.cleaned_data["reason"]
+                )
+            except ValidationError as error:
+                form.add_error(None, " ".join(error.messages))
+            else:
+                retired = f" {previous} is retired." if previous else ""
+                self.message_user(
+                    request, f"Rolled back: {target} is live again.{retired}", messages.SUCCESS
+                )
+                return redirect("admin:routing_ruleset_changelist")
+        return self._page(
+            request,
+            rule_set,
+            f"Roll back to version {rule_set.version}",
+            "admin/routing/ruleset/rollback.html",
+            form=form,
+            active=RuleSet.objects.filter(status=RuleSet.Status.ACTIVE).first(),
+            events=rule_set.events.select_related("actor")[:50],
+        )
 
     def try_active_view(self, request):
         if not request.user.has_perm(TRY_PERMISSION):
@@ -385,6 +660,33 @@ class RuleSetAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
             "result": result,
         }
         return TemplateResponse(request, "admin/routing/ruleset/try_rules.html", context)
+
+
+def _percent(share: float | None) -> str:
+    return DASH if share is None else f"{share * 100:.1f}%"
+
+
+def replay_view_context(report: dict) -> dict:
+    """What the report page needs that a template cannot compute: the diagonal of the matrix
+    and the shares as percentages."""
+    queues = report["matrix"]["queues"]
+    agreement = report["agreement"]
+    return {
+        "rows": [
+            {
+                "from": row["from"],
+                "total": row["total"],
+                "cells": [
+                    {"n": n, "same": queues[i] == row["from"]} for i, n in enumerate(row["cells"])
+                ],
+            }
+            for row in report["matrix"]["rows"]
+        ],
+        "queue_before": _percent(agreement["queue"]["baseline"]),
+        "queue_draft": _percent(agreement["queue"]["draft"]),
+        "type_before": _percent(agreement["type"]["baseline"]),
+        "type_draft": _percent(agreement["type"]["draft"]),
+    }
 
 
 STATUS_LABELS = {
@@ -477,16 +779,42 @@ class RuleAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
         # set changes both.
         previous = form.initial.get("rule_set") if change else None
         rule_set_touch(form.instance.rule_set_id, previous)
+        _record_edits(request, form.instance.rule_set_id, previous)
 
     def delete_model(self, request, obj):
         rule_set_id = obj.rule_set_id
         super().delete_model(request, obj)
         rule_set_touch(rule_set_id)
+        _record_edits(request, rule_set_id)
 
     def delete_queryset(self, request, queryset):
         rule_set_ids = set(queryset.values_list("rule_set_id", flat=True))
         super().delete_queryset(request, queryset)
         rule_set_touch(*rule_set_ids)
+        _record_edits(request, *rule_set_ids)
+
+    def has_change_permission(self, request, obj=None):
+        return not (obj is not None and _retired(obj.rule_set)) and super().has_change_permission(
+            request, obj
+        )
+
+    def has_delete_permission(self, request, obj=None):
+        return not (obj is not None and _retired(obj.rule_set)) and super().has_delete_permission(
+            request, obj
+        )
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "rule_set":
+            kwargs["queryset"] = RuleSet.objects.exclude(status=RuleSet.Status.RETIRED)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id)
+        live = obj is not None and obj.rule_set.status == RuleSet.Status.ACTIVE
+        if live and request.method == "GET":
+            warning = LIVE_WARNING.format(version=obj.rule_set.version)
+            self.message_user(request, warning, messages.WARNING)
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="Rollout", ordering="rollout_percent")
     def rollout(self, obj) -> str:

@@ -641,8 +641,142 @@ def engine_200_rules_50_candidates() -> dict[str, Any]:
     return result
 
 
-BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
+# --- Replay: 10,000 past tasks against a 200-rule draft (routing/replay.py) ------------------
+
+TARGET_REPLAY_S = 10.0
+REPLAY_TASKS = 10_000
+REPLAY_DAY = datetime(2025, 3, 4).date()  # a Tuesday: the demo staff are on shift
+
+
+def _grow_draft(draft_id: int, *, classification: int, routing: int, seed: int = 7) -> None:
+    """Pad a copy of the demo's rules to `classification` + `routing` rules with generated
+    ones over the demo's own task types, queues and skills: phrase rules (some by channel, a
+    few regex, request-type and source-system rules, a share in shadow or partial rollout)
+    and routing rules by type, priority, tags, channel, site and time of day."""
+    from accounts.models import Site, Skill
+    from queues.models import Queue, TaskType
+    from routing.models import ClassificationRule, RoutingRule
+    from routing.services import rule_set_touch
+
+    rng = random.Random(seed)
+    types = list(TaskType.objects.filter(is_active=True).order_by("code"))
+    queues = list(Queue.objects.filter(is_active=True, kind="work").order_by("code"))
+    sites = list(Site.objects.order_by("code"))
+    skills = list(Skill.objects.order_by("code"))
+    words = sorted({p for spec in TYPES.values() for p in spec[4]})
+    have_c = ClassificationRule.objects.filter(rule_set_id=draft_id).count()
+    have_r = RoutingRule.objects.filter(rule_set_id=draft_id).count()
+    ClassificationRule.objects.bulk_create(
+        ClassificationRule(
+            rule_set_id=draft_id,
+            name=f"Generated classification {i}",
+            order=1000 + i,
+            mode=rng.choices(("active", "shadow"), (90, 10))[0],
+            rollout_percent=100 if rng.random() < 0.9 else 50,
+            channels=rng.sample(CHANNELS, 2) if rng.random() < 0.3 else [],
+            phrases="\n".join(rng.sample(words, rng.randint(1, 3))),
+            regex=rng.choice(list(REGEXES)) if rng.random() < 0.05 else "",
+            source_systems=["epic"] if rng.random() < 0.05 else [],
+            set_task_type=rng.choice(types) if rng.random() < 0.8 else None,
+            add_tags=[rng.choice(("vip", "chronic", "new"))] if rng.random() < 0.3 else [],
+            stop=rng.random() < 0.05,
+        )
+        for i in range(max(0, classification - have_c))
+    )
+    created = RoutingRule.objects.bulk_create(
+        RoutingRule(
+            rule_set_id=draft_id,
+            name=f"Generated routing {i}",
+            order=1000 + i,
+            mode=rng.choices(("active", "shadow"), (90, 10))[0],
+            rollout_percent=100 if rng.random() < 0.9 else 50,
+            priority_min=1,
+            priority_max=rng.choice((2, 4)),
+            tags_any=[rng.choice(("vip", "chronic", "new"))] if rng.random() < 0.3 else [],
+            channels=rng.sample(CHANNELS, 2) if rng.random() < 0.2 else [],
+            time_from=time(18, 0) if rng.random() < 0.1 else None,
+            time_to=time(7, 0) if rng.random() < 0.1 else None,
+            target_queue=rng.choice(queues),
+            required_skill=rng.choice(skills) if skills and rng.random() < 0.2 else None,
+            min_skill_level=rng.randint(1, 3),
+        )
+        for i in range(max(0, routing - have_r))
+    )
+    for rule in created:
+        rule.task_types.set(rng.sample(types, rng.randint(1, 2)))
+        if rng.random() < 0.1:
+            rule.sites.set([rng.choice(sites)])
+        if (rule.time_from is None) != (rule.time_to is None):  # both ends, or none
+            RoutingRule.objects.filter(pk=rule.pk).update(time_from=None, time_to=None)
+    rule_set_touch(draft_id)
+
+
+def replay_10k_200_rules(ctx=None) -> dict[str, Any]:
+    """10,000 tasks of a generated clinic day, routed live by the demo's rules, replayed
+    against a 200-rule draft (150 classification + 50 routing): load, decide twice (the
+    recorded routing needs no second run; the active rules replayed do), simulate load and
+    queue age for both, compare. Target: at most 10 s."""
+    if ctx is None:
+        return {"skipped": "needs the bench harness: python manage.py bench"}
+    from django.db import connection
+    from django.utils import timezone
+
+    from clinicdesk.demo import build_demo_clinic
+    from clinicdesk.demo_traffic import generate_morning, submit_morning
+    from routing import replay, selectors
+    from routing.models import ClassificationRule, RoutingRule, RuleSet
+    from routing.services import rule_set_copy
+
+    figures: dict[str, Any] = {}
+    with ctx.scratch_database("replay_10k"):
+        build_demo_clinic()
+        began = _time.perf_counter()
+        start = timezone.now()
+        run = submit_morning(generate_morning(REPLAY_TASKS, seed=11), day=REPLAY_DAY)
+        end = timezone.now()
+        ctx.log(f"{run.created:,} tasks routed live in {_time.perf_counter() - began:.1f} s")
+        active = RuleSet.objects.get(status=RuleSet.Status.ACTIVE)
+        draft = rule_set_copy(rule_set_id=active.pk)
+        _grow_draft(draft.pk, classification=150, routing=50)
+        draft.refresh_from_db()
+        with connection.cursor() as cursor:  # as autovacuum would have, after the batch
+            cursor.execute("ANALYZE queues_task")
+            cursor.execute("ANALYZE queues_taskevent")
+        selectors.routing_snapshot(draft.pk)  # compiled once, as the page's second run finds it
+        rules = (
+            ClassificationRule.objects.filter(rule_set=draft).count()
+            + RoutingRule.objects.filter(rule_set=draft).count()
+        )
+
+        t0 = _time.perf_counter()
+        traffic = replay.load_period(start, end + timedelta(seconds=1))
+        t1 = _time.perf_counter()
+        report = replay.replay(rule_set=draft, traffic=traffic)
+        t2 = _time.perf_counter()
+        against_active = replay.replay(rule_set=draft, traffic=traffic, baseline=replay.ACTIVE)
+        t3 = _time.perf_counter()
+        figures.update(
+            {
+                "replay_s": round(t2 - t0, 2),
+                "target_replay_s": f"<= {TARGET_REPLAY_S:g}",
+                "load_s": round(t1 - t0, 2),
+                "decide_and_simulate_s": round(t2 - t1, 2),
+                "replay_against_active_s": round(t3 - t2 + (t1 - t0), 2),
+                "tasks": report["tasks"],
+                "draft_rules": rules,
+                "changed_queue": report["changed_queue"],
+                "needs_review_before": report["needs_review"]["baseline"],
+                "needs_review_draft": report["needs_review"]["draft"],
+                "changed_queue_against_active": against_active["changed_queue"],
+                "staff": report["model"]["staff"],
+            }
+        )
+    return figures
+
+
+BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "engine_200_rules_50_candidates": engine_200_rules_50_candidates,
+    "replay_10k_200_rules": replay_10k_200_rules,
 }
 
 

@@ -5,10 +5,12 @@ and queues the routing snapshot loads, so a rule that saves is a rule that runs.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, FieldDoesNotExist
+from django.utils import timezone
 
 from accounts.models import WEEKDAYS, Site
 from queues.models import Channel, Queue, TaskType
@@ -311,3 +313,87 @@ class TryRulesForm(forms.Form):
             "patient_mrn": data.get("patient_mrn", ""),
             "now": data.get("at"),
         }
+
+
+# --- Rule-set versions: replay, publication, rollback ---------------------------------------
+
+LOCAL_MINUTE = ["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"]
+
+
+def _moment(label: str, help_text: str = "") -> forms.DateTimeField:
+    return forms.DateTimeField(
+        label=label,
+        required=False,
+        input_formats=LOCAL_MINUTE,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format=LOCAL_MINUTE[0]),
+        help_text=help_text,
+    )
+
+
+class ReplayForm(forms.Form):
+    """What traffic to replay a rule set on. `clean` returns what `routing.replay` takes."""
+
+    source = forms.ChoiceField(
+        choices=[
+            ("period", "Past traffic: the tasks created in a period"),
+            ("generated", "A generated clinic morning"),
+        ],
+        initial="period",
+        widget=forms.RadioSelect,
+    )
+    start = _moment("From", "Clinic time. Empty: seven days before the end.")
+    end = _moment("To", "Clinic time, not included. Empty: now.")
+    baseline = forms.ChoiceField(
+        label="Compare with",
+        choices=[
+            ("recorded", "What happened: the routing recorded on each task"),
+            ("active", "The active rule set, replayed on the same tasks"),
+        ],
+        initial="recorded",
+        help_text="A generated morning is always compared with the active rule set.",
+    )
+    n = forms.IntegerField(
+        label="Requests", min_value=1, max_value=10_000, initial=250, required=False
+    )
+    seed = forms.IntegerField(initial=2025, required=False, help_text="Same seed, same morning.")
+    day = forms.DateField(
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="The morning's date (staff shifts follow it). Empty: the last weekday.",
+    )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("source") == "period":
+            end = data.get("end") or timezone.now()
+            start = data.get("start") or end - timedelta(days=7)
+            if start >= end:
+                self.add_error("end", "The end comes after the start.")
+            data["start"], data["end"] = start, end
+        else:
+            today = timezone.localdate()
+            day = data.get("day") or today - timedelta(days=max(0, today.weekday() - 4))
+            data["day"] = day
+            data["n"] = data.get("n") or 250
+            data["seed"] = data.get("seed") if data.get("seed") is not None else 2025
+        return data
+
+
+class PublishRequestForm(forms.Form):
+    publish_at = _moment(
+        "Take effect at", "Clinic time. Empty: as soon as a second manager approves."
+    )
+    note = forms.CharField(
+        label="What changes and why",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="For the approving manager; the replay reports of this draft are shown too.",
+    )
+
+
+class RollbackForm(forms.Form):
+    reason = forms.CharField(
+        label="Why roll back",
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Recorded with your name on both rule sets' history.",
+    )

@@ -50,3 +50,13 @@ def resume_due_follow_ups(*, limit: int = BATCH) -> int:
         else:
             resumed += 1
     return resumed
+
+
+def publish_due_rule_sets(*, now=None) -> int:
+    """Activate the approved rule-set drafts whose effective time has come (every minute).
+    Idempotent: a published draft is no longer a draft, and every run locks the rule sets, so
+    two clusters at once publish each set once. Returns how many went live."""
+    published = services.rule_set_publish_due(now=now)
+    for rule_set in published:
+        logger.info("Rule set v%s published as scheduled.", rule_set.version)
+    return len(published)

@@ -3,6 +3,7 @@ validates them with the engine's own validation functions, so what saves is what
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -53,8 +54,51 @@ class RuleSet(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True, editable=False)
 
+    # --- Publication with four eyes (routing.services.rule_set_request_publication …): who
+    # wrote the set, who asked for it to go live and when, who approved. The full history
+    # (edits, withdrawals, rollbacks) is in RuleSetEvent.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+    )
+    publish_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+    )
+    publish_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    publish_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the approved draft goes live."
+    )
+    publish_note = models.TextField(blank=True, editable=False)
+    publish_revision = models.PositiveIntegerField(
+        null=True, blank=True, editable=False, help_text="The revision the request was made for."
+    )
+    publish_approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+    )
+    publish_approved_at = models.DateTimeField(null=True, blank=True, editable=False)
+
     class Meta:
         ordering = ["-version"]
+        permissions = [
+            (
+                "publish_ruleset",
+                "Can request, approve and roll back the publication of a rule set",
+            )
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["status"], condition=Q(status="active"), name="ruleset_one_active"
@@ -67,6 +111,13 @@ class RuleSet(models.Model):
     @property
     def red_flag_phrase_list(self) -> list[str]:
         return [line.strip() for line in self.red_flag_phrases.splitlines() if line.strip()]
+
+    @property
+    def publication_state(self) -> str:
+        """Empty when nothing is asked, "requested" (awaiting a second manager) or "approved"."""
+        if self.status != self.Status.DRAFT or self.publish_requested_at is None:
+            return ""
+        return "approved" if self.publish_approved_at is not None else "requested"
 
 
 class RuleBase(models.Model):
@@ -358,3 +409,65 @@ class WorkflowRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.template} for task #{self.trigger_task_id}"
+
+
+# --- Rule-set versions: publication history and replays --------------------------------------
+
+
+class RuleSetEvent(models.Model):
+    """One step of a rule set's life, with who took it and why: the four-eyes record that a
+    compliance reviewer reads (auditlog adds the field diffs)."""
+
+    class Kind(models.TextChoices):
+        CREATED = "created", "Created"
+        EDITED = "edited", "Edited"
+        EDITED_LIVE = "edited_live", "Edited while live"
+        REQUESTED = "requested", "Publication requested"
+        APPROVED = "approved", "Publication approved"
+        WITHDRAWN = "withdrawn", "Request withdrawn"
+        PUBLISHED = "published", "Published"
+        RETIRED = "retired", "Retired"
+        ROLLED_BACK = "rolled_back", "Rolled back to"
+
+    rule_set = models.ForeignKey(RuleSet, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    actor_label = models.CharField(max_length=150, help_text="The person, or the job by name.")
+    at = models.DateTimeField()
+    note = models.TextField(blank=True)
+    publish_at = models.DateTimeField(null=True, blank=True)
+    other_version = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The version it replaced or that replaced it."
+    )
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["rule_set", "at"], name="rulesetevent_by_set")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} by {self.actor_label}"
+
+
+class ReplayRun(models.Model):
+    """A replay of a rule set against past or generated traffic (routing/replay.py), kept
+    with its report: the evidence the approving manager reads."""
+
+    rule_set = models.ForeignKey(RuleSet, on_delete=models.CASCADE, related_name="replays")
+    rule_set_revision = models.PositiveIntegerField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    source = models.JSONField(help_text="The traffic: a period, or a generated day.")
+    task_count = models.PositiveIntegerField()
+    changed_queue = models.PositiveIntegerField()
+    seconds = models.FloatField()
+    report = models.JSONField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Replay of v{self.rule_set.version} over {self.task_count} tasks"

@@ -23,7 +23,7 @@ from queues import services as queues_services
 from queues.models import Queue, Task, TaskEvent
 from queues.services import Actor, CapacityError, FreedCapacity
 from routing import engine, selectors
-from routing.models import RuleSet
+from routing.models import RuleSet, RuleSetEvent
 
 ROUTER = "system:router"
 _NOBODY = engine.CandidatePool(())
@@ -668,7 +668,7 @@ def rule_set_activate(*, rule_set_id: int) -> tuple[RuleSet, RuleSet | None, tup
 
 
 @transaction.atomic
-def rule_set_copy(*, rule_set_id: int) -> RuleSet:
+def rule_set_copy(*, rule_set_id: int, actor: Actor | None = None) -> RuleSet:
     """A new draft with the next version and a copy of every rule of the set.
 
     Saved one row at a time, so the audit log records each copied rule with its actor. The
@@ -686,7 +686,12 @@ def rule_set_copy(*, rule_set_id: int) -> RuleSet:
         red_flag_phrases=source.red_flag_phrases,
         red_flag_task_type_id=source.red_flag_task_type_id,
         red_flag_queue_id=source.red_flag_queue_id,
+        created_by=actor if actor is not None and not isinstance(actor, str) else None,
     )
+    if actor is not None:
+        _rule_set_event(
+            draft, RuleSetEvent.Kind.CREATED, actor, note=f"Copied from v{source.version}."
+        )
     for rule in source.classification_rules.order_by("order", "id"):
         rule.pk = None
         rule._state.adding = True
@@ -704,6 +709,263 @@ def rule_set_copy(*, rule_set_id: int) -> RuleSet:
         rule.task_types.set(task_types)
         rule.sites.set(sites)
     return draft
+
+
+# --- rule sets: publication with four eyes, scheduled publish, rollback ----------------------
+#
+# A draft goes live only when a second manager approves it: the author (whoever created or
+# edited it) asks, with the time it should take effect; another manager, who neither wrote nor
+# asked for it, approves; at that time `rule_set_publish_due` (a job every minute) activates
+# it. The request is for one revision: an edit after it voids it. A rollback to a set that was
+# live before takes one manager and a reason, because it is what an emergency needs and it
+# restores rules that two people already approved; it is recorded with who and why.
+
+PUBLISHER = "system:publisher"
+
+
+def _rule_set_event(rule_set: RuleSet, kind: str, actor: Actor, **fields) -> RuleSetEvent:
+    values = queues_services.actor_fields(actor)
+    return RuleSetEvent.objects.create(
+        rule_set=rule_set,
+        kind=kind,
+        at=fields.pop("at", None) or timezone.now(),
+        **values,
+        **fields,
+    )
+
+
+def _clear_request(rule_set: RuleSet) -> None:
+    rule_set.publish_requested_by = rule_set.publish_approved_by = None
+    rule_set.publish_requested_at = rule_set.publish_approved_at = rule_set.publish_at = None
+    rule_set.publish_revision = None
+    rule_set.publish_note = ""
+    rule_set.save(update_fields=PUBLICATION_FIELDS)
+
+
+PUBLICATION_FIELDS = [
+    "publish_requested_by",
+    "publish_requested_at",
+    "publish_at",
+    "publish_note",
+    "publish_revision",
+    "publish_approved_by",
+    "publish_approved_at",
+]
+
+
+def rule_set_authors(rule_set: RuleSet) -> set[int]:
+    """Everyone who wrote the draft: who created it and who edited it or its rules."""
+    authors = set(
+        RuleSetEvent.objects.filter(
+            rule_set=rule_set,
+            kind__in=[RuleSetEvent.Kind.CREATED, RuleSetEvent.Kind.EDITED],
+            actor__isnull=False,
+        ).values_list("actor_id", flat=True)
+    )
+    if rule_set.created_by_id:
+        authors.add(rule_set.created_by_id)
+    return authors
+
+
+def rule_set_record_edit(*, rule_set_id: int, actor: Actor) -> RuleSetEvent | None:
+    """Note who changed a set or its rules (they become one of its authors). A change to the
+    live set bypasses replay and approval: it is recorded as such, for the reviewers."""
+    rule_set = RuleSet.objects.filter(pk=rule_set_id).first()
+    if rule_set is None:
+        return None
+    live = rule_set.status == RuleSet.Status.ACTIVE
+    kind = RuleSetEvent.Kind.EDITED_LIVE if live else RuleSetEvent.Kind.EDITED
+    last = rule_set.events.order_by("-at", "-id").first()
+    if (
+        last is not None
+        and last.kind == kind
+        and last.actor_label == queues_services.actor_fields(actor)["actor_label"]
+        and timezone.now() - last.at < EDIT_EVENT_WINDOW
+    ):
+        return last  # one line per sitting, not per save
+    return _rule_set_event(rule_set, kind, actor)
+
+
+EDIT_EVENT_WINDOW = timezone.timedelta(minutes=10)
+
+
+def _compiles(rule_set: RuleSet) -> None:
+    try:
+        selectors.build_snapshot(rule_set.pk)
+    except engine.RuleSetError as error:
+        raise ValidationError(f"{rule_set} cannot route tasks: {error}") from error
+
+
+@transaction.atomic
+def rule_set_request_publication(
+    *, rule_set_id: int, actor, publish_at: datetime | None = None, note: str = ""
+) -> RuleSet:
+    """The author asks for a draft to go live at `publish_at` (default: as soon as approved)."""
+    _lock_rule_sets()
+    rule_set = RuleSet.objects.get(pk=rule_set_id)
+    if rule_set.status != RuleSet.Status.DRAFT:
+        raise ValidationError(f"{rule_set} is not a draft: only a draft is published.")
+    if rule_set.publication_state:
+        raise ValidationError(
+            f"Publication of {rule_set} is already {rule_set.publication_state}; withdraw it first."
+        )
+    _compiles(rule_set)
+    now = timezone.now()
+    rule_set.publish_requested_by = actor
+    rule_set.publish_requested_at = now
+    rule_set.publish_at = publish_at or now
+    rule_set.publish_note = note.strip()
+    rule_set.publish_revision = rule_set.revision
+    rule_set.publish_approved_by = None
+    rule_set.publish_approved_at = None
+    rule_set.save(update_fields=PUBLICATION_FIELDS)
+    _rule_set_event(
+        rule_set,
+        RuleSetEvent.Kind.REQUESTED,
+        actor,
+        note=rule_set.publish_note,
+        publish_at=rule_set.publish_at,
+    )
+    return rule_set
+
+
+@transaction.atomic
+def rule_set_approve_publication(
+    *, rule_set_id: int, actor, now: datetime | None = None
+) -> tuple[RuleSet, bool]:
+    """A second manager approves. Returns the set and whether it went live at once (its
+    effective time has come); otherwise the publish job activates it at that time."""
+    _lock_rule_sets()
+    rule_set = RuleSet.objects.get(pk=rule_set_id)
+    if rule_set.publication_state != "requested":
+        raise ValidationError(f"Nobody has asked to publish {rule_set}, or it is already approved.")
+    if actor.pk == rule_set.publish_requested_by_id or actor.pk in rule_set_authors(rule_set):
+        raise ValidationError(
+            "Four eyes: a manager who neither wrote this draft nor asked to publish it approves it."
+        )
+    if rule_set.revision != rule_set.publish_revision:
+        raise ValidationError(
+            f"{rule_set} was changed after publication was requested; the author requests again."
+        )
+    now = now or timezone.now()
+    rule_set.publish_approved_by = actor
+    rule_set.publish_approved_at = now
+    rule_set.save(update_fields=["publish_approved_by", "publish_approved_at"])
+    _rule_set_event(
+        rule_set, RuleSetEvent.Kind.APPROVED, actor, at=now, publish_at=rule_set.publish_at
+    )
+    if rule_set.publish_at <= now:
+        _publish(rule_set, actor=actor, now=now)
+        return rule_set, True
+    return rule_set, False
+
+
+@transaction.atomic
+def rule_set_withdraw_publication(*, rule_set_id: int, actor: Actor, reason: str = "") -> RuleSet:
+    """Cancel a request, approved or not, before the set goes live."""
+    _lock_rule_sets()
+    rule_set = RuleSet.objects.get(pk=rule_set_id)
+    if not rule_set.publication_state:
+        raise ValidationError(f"There is no pending publication of {rule_set} to withdraw.")
+    _clear_request(rule_set)
+    _rule_set_event(rule_set, RuleSetEvent.Kind.WITHDRAWN, actor, note=reason.strip())
+    return rule_set
+
+
+def _publish(rule_set: RuleSet, *, actor: Actor, now: datetime) -> RuleSet | None:
+    rule_set, previous, _problems = rule_set_activate(rule_set_id=rule_set.pk)
+    _rule_set_event(
+        rule_set,
+        RuleSetEvent.Kind.PUBLISHED,
+        actor,
+        at=now,
+        other_version=previous.version if previous else None,
+    )
+    if previous is not None:
+        _rule_set_event(
+            previous, RuleSetEvent.Kind.RETIRED, actor, at=now, other_version=rule_set.version
+        )
+    return previous
+
+
+@transaction.atomic
+def rule_set_publish_due(*, now: datetime | None = None) -> list[RuleSet]:
+    """Activate the approved drafts whose time has come, earliest first (when two are due, the
+    later one ends up live, as scheduled). A draft changed since its request is not published:
+    its request is withdrawn. Returns the sets published."""
+    now = now or timezone.now()
+    _lock_rule_sets()
+    due = list(
+        RuleSet.objects.filter(
+            status=RuleSet.Status.DRAFT,
+            publish_approved_at__isnull=False,
+            publish_at__lte=now,
+        ).order_by("publish_at", "version")
+    )
+    published = []
+    for rule_set in due:
+        if rule_set.revision != rule_set.publish_revision:
+            _clear_request(rule_set)
+            _rule_set_event(
+                rule_set,
+                RuleSetEvent.Kind.WITHDRAWN,
+                PUBLISHER,
+                note="Changed after approval; not published. The author requests again.",
+            )
+            continue
+        try:
+            with transaction.atomic():
+                _publish(rule_set, actor=PUBLISHER, now=now)
+        except ValidationError as error:
+            _clear_request(rule_set)
+            _rule_set_event(
+                rule_set, RuleSetEvent.Kind.WITHDRAWN, PUBLISHER, note=" ".join(error.messages)
+            )
+            continue
+        published.append(rule_set)
+    return published
+
+
+@transaction.atomic
+def rule_set_roll_back(*, rule_set_id: int, actor, reason: str) -> tuple[RuleSet, RuleSet | None]:
+    """Make a set that was live before the active one again, at once. Pending publications
+    are withdrawn, so that a scheduled draft does not undo the rollback an hour later."""
+    if not reason.strip():
+        raise ValidationError({"reason": "Say why the rules are rolled back."})
+    _lock_rule_sets()
+    target = RuleSet.objects.get(pk=rule_set_id)
+    if target.status != RuleSet.Status.RETIRED:  # retired: it was live once
+        raise ValidationError(f"{target} was never live: only a retired set is rolled back to.")
+    now = timezone.now()
+    for pending in RuleSet.objects.filter(
+        status=RuleSet.Status.DRAFT, publish_requested_at__isnull=False
+    ):
+        _clear_request(pending)
+        _rule_set_event(
+            pending,
+            RuleSetEvent.Kind.WITHDRAWN,
+            actor,
+            note=f"Withdrawn by the rollback to v{target.version}.",
+        )
+    target, previous, _problems = rule_set_activate(rule_set_id=target.pk)
+    _rule_set_event(
+        target,
+        RuleSetEvent.Kind.ROLLED_BACK,
+        actor,
+        at=now,
+        note=reason.strip(),
+        other_version=previous.version if previous else None,
+    )
+    if previous is not None:
+        _rule_set_event(
+            previous,
+            RuleSetEvent.Kind.RETIRED,
+            actor,
+            at=now,
+            note=reason.strip(),
+            other_version=target.version,
+        )
+    return target, previous
 
 
 # --- batch intake ----------------------------------------------------------------------------

@@ -66,6 +66,7 @@ def test_a_voicemail_about_an_open_billing_question_joins_it(clinic):
     assert duplicate.task_type == clinic["billing_question"]  # findable by its type
     assert duplicate.queue == original.queue  # whoever sees the original sees it
     assert duplicate.assignee is None
+    assert duplicate.rule_set_version == original.rule_set_version is not None
     assert Task.objects.filter(patient_mrn="MRN-1001").open().get() == original
 
     note = linked_event(original)

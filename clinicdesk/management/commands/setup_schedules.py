@@ -19,6 +19,14 @@ SCHEDULES = [
         "minutes": 1,
         "repeats": -1,
     },
+    # Approved rule-set drafts go live at their chosen time; a minute's delay at most.
+    {
+        "name": "publish-due-rule-sets",
+        "func": "routing.jobs.publish_due_rule_sets",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 1,
+        "repeats": -1,
+    },
     # Both escalation jobs are idempotent and cheap when there is nothing to do. A missed
     # minute needs no catch-up, since the next run sees everything due: Q_CLUSTER["catch_up"]
     # is False on purpose.
