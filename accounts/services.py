@@ -55,14 +55,34 @@ RETURNING id
 """
 
 
-def staff_take_capacity(*, user_id: int, units: int, touch_last_assigned: bool) -> bool:
+# Pushing work to a person (routing, offering freed capacity) skips a person whose row another
+# transaction holds, instead of waiting for it: such a push runs while its transaction may
+# already hold other staff rows (a resolve frees its assignee's units and offers queued work
+# to whoever is best placed), and two of them waiting on each other's rows would deadlock. The
+# push then goes to the next best person, or the task waits for the next freed capacity.
+TAKE_CAPACITY_SKIP_LOCKED_SQL = """
+UPDATE accounts_staffprofile
+   SET active_load = active_load + %(units)s,
+       last_assigned_at = CASE WHEN %(touch)s THEN %(now)s ELSE last_assigned_at END
+ WHERE user_id = (SELECT user_id FROM accounts_staffprofile
+                   WHERE user_id = %(user_id)s AND active_load + %(units)s <= capacity
+                   FOR UPDATE SKIP LOCKED)
+   AND active_load + %(units)s <= capacity
+RETURNING id
+"""
+
+
+def staff_take_capacity(
+    *, user_id: int, units: int, touch_last_assigned: bool, skip_locked: bool = False
+) -> bool:
     """Take `units` of the person's capacity if they have room: one conditional UPDATE, so
-    nobody is ever over capacity whatever the concurrency. False when there is no room."""
+    nobody is ever over capacity whatever the concurrency. False when there is no room (or,
+    with `skip_locked`, when another transaction holds the person's row right now)."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute(
-            TAKE_CAPACITY_SQL,
+            TAKE_CAPACITY_SKIP_LOCKED_SQL if skip_locked else TAKE_CAPACITY_SQL,
             {
                 "units": units,
                 "touch": touch_last_assigned,

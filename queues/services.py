@@ -152,9 +152,9 @@ def _save(task: Task, *fields: str) -> None:
         task.save(update_fields=[*fields, "version", "updated_at"])
 
 
-def _take_capacity(user_id: int, units: int, *, pushed: bool) -> None:
+def _take_capacity(user_id: int, units: int, *, pushed: bool, skip_locked: bool = False) -> None:
     if not accounts_services.staff_take_capacity(
-        user_id=user_id, units=units, touch_last_assigned=pushed
+        user_id=user_id, units=units, touch_last_assigned=pushed, skip_locked=skip_locked
     ):
         raise CapacityError(
             "That person is at capacity. Resolve, hold or release a task first, "
@@ -195,7 +195,8 @@ def task_assign(
     _require(task, (Task.Status.NEW, Task.Status.QUEUED), "assigned")
     if task.blocked_by_id:
         raise TaskStateError(f"Task #{task.pk} waits for another task to be resolved first.")
-    _take_capacity(assignee_id, task.weight, pushed=True)
+    # Routing's push: a person whose row is held elsewhere counts as busy (see accounts).
+    _take_capacity(assignee_id, task.weight, pushed=True, skip_locked=True)
     now = timezone.now()
     task.status = Task.Status.ASSIGNED
     task.assignee_id = assignee_id

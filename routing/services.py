@@ -500,7 +500,10 @@ def _take_for(assignment: engine.Assignment) -> engine.Assignment:
         if assignment.pull_only or assignment.assignee_id is None:
             return assignment
         if accounts_services.staff_take_capacity(
-            user_id=assignment.assignee_id, units=assignment.weight, touch_last_assigned=True
+            user_id=assignment.assignee_id,
+            units=assignment.weight,
+            touch_last_assigned=True,
+            skip_locked=True,
         ):
             return assignment
         excluded.add(assignment.assignee_id)
