@@ -90,6 +90,16 @@ def task_route(
         reason=_summary(decision, snapshot),
     )
     queue = snapshot.queue(decision.queue_id)
+    assignment = _choose_for_new(task, decision, queue, weight, now)
+    _assign(task_id=task.pk, assignment=assignment, rule_set_version=decision.rule_set_version)
+    return decision
+
+
+def _choose_for_new(
+    task: Task, decision: engine.Decision, queue: engine.QueueSpec, weight: int, now: datetime
+) -> engine.Assignment:
+    """The engine's choice of person for a task just routed to `queue`: the people of that
+    queue only (the staff read is the costliest of intake), nobody for a pull-only queue."""
     pool = (
         _NOBODY
         if queue.policy == "pull_only"
@@ -97,7 +107,7 @@ def task_route(
             selectors.candidates(patient_key=task.patient_mrn, queue_id=queue.id)
         )
     )
-    assignment = engine.choose_assignee(
+    return engine.choose_assignee(
         queue,
         decision.required_skill,
         decision.min_skill_level,
@@ -106,8 +116,6 @@ def task_route(
         task.patient_mrn,
         now,
     )
-    _assign(task_id=task.pk, assignment=assignment, rule_set_version=decision.rule_set_version)
-    return decision
 
 
 def _assign(
@@ -394,22 +402,7 @@ def task_insert_routed(
     """
     type_id, weight = snapshot.task_types.get(decision.task_type, (None, 1))
     queue = snapshot.queue(decision.queue_id)
-    pool = (
-        _NOBODY
-        if queue.policy == "pull_only"
-        else engine.CandidatePool(
-            selectors.candidates(patient_key=task.patient_mrn, queue_id=queue.id)
-        )
-    )
-    assignment = engine.choose_assignee(
-        queue,
-        decision.required_skill,
-        decision.min_skill_level,
-        weight,
-        pool,
-        task.patient_mrn,
-        now,
-    )
+    assignment = _choose_for_new(task, decision, queue, weight, now)
     assignment = _take_for(assignment)
     stamp = timezone.now()
     explanation = decision.explanation_dict()

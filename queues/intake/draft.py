@@ -63,6 +63,38 @@ class TaskDraft:
     # A channel's own thread (an email conversation, a FHIR basedOn chain), for dedup by thread.
     thread_key: str = ""
 
+    def without_nul(self) -> TaskDraft:
+        """The draft with NUL characters removed: PostgreSQL text cannot hold them, and broken
+        input (a mangled email, a bad FHIR payload) does carry them."""
+
+        def clean(value):
+            if isinstance(value, str):
+                return value.replace("\x00", "")
+            if isinstance(value, dict):
+                return {clean(k): clean(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [clean(v) for v in value]
+            return value
+
+        for field in (
+            "subject",
+            "body",
+            "external_id",
+            "patient_mrn",
+            "patient_name",
+            "request_type",
+            "source_system",
+            "thread_key",
+            "metadata",
+            "in_reply_to",
+        ):
+            setattr(self, field, clean(getattr(self, field)))
+        self.attachments = [
+            dataclasses.replace(a, filename=clean(a.filename), content_type=clean(a.content_type))
+            for a in self.attachments
+        ]
+        return self
+
     def task_fields(self) -> dict[str, Any]:
         """The keyword arguments of `queues.services.task_create`."""
         metadata = dict(self.metadata)

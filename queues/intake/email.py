@@ -19,7 +19,6 @@ at all (no headers) is refused, with an IntakeError.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import re
 from collections.abc import Iterator
@@ -372,7 +371,7 @@ def parse(payload: bytes, inbound) -> TaskDraft:
     if defects:
         metadata["email"]["defects"] = defects  # what the parser had to guess about
 
-    return _without_nul(
+    return (
         TaskDraft(
             channel=Channel.EMAIL,
             subject=re.sub(r"\s+", " ", subject)[:300],
@@ -386,30 +385,4 @@ def parse(payload: bytes, inbound) -> TaskDraft:
             in_reply_to=in_reply_to,
             thread_key=thread_root[:200] if thread_root else "",
         )
-    )
-
-
-def _without_nul(draft: TaskDraft) -> TaskDraft:
-    """PostgreSQL text cannot hold NUL characters, which broken input does carry."""
-
-    def clean(value):
-        if isinstance(value, str):
-            return value.replace("\x00", "")
-        if isinstance(value, dict):
-            return {clean(k): clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
-    for field in ("subject", "body", "external_id", "patient_mrn", "patient_name"):
-        setattr(draft, field, clean(getattr(draft, field)))
-    draft.metadata = clean(draft.metadata)
-    draft.in_reply_to = clean(draft.in_reply_to)
-    draft.thread_key = clean(draft.thread_key)
-    draft.request_type = clean(draft.request_type)
-    draft.source_system = clean(draft.source_system)
-    draft.attachments = [
-        dataclasses.replace(a, filename=clean(a.filename), content_type=clean(a.content_type))
-        for a in draft.attachments
-    ]
-    return draft
+    ).without_nul()

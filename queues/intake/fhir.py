@@ -404,7 +404,7 @@ def draft_from_resource(resource: Any, *, payload: bytes, source_system: str = "
             if v
         }
     }
-    return _without_nul(
+    return (
         TaskDraft(
             channel=Channel.FHIR,
             subject=subject[:300],
@@ -422,7 +422,7 @@ def draft_from_resource(resource: Any, *, payload: bytes, source_system: str = "
             in_reply_to=replies,
             thread_key=threads[0][:200] if threads else "",
         )
-    )
+    ).without_nul()
 
 
 def parse(payload: bytes, inbound) -> TaskDraft:
@@ -570,29 +570,3 @@ def operation_outcome(errors: dict[str, list[str]], *, severity: str = "error") 
 
 def information(message: str) -> dict:
     return operation_outcome({"non_field_errors": [message]}, severity="information")
-
-
-def _without_nul(draft: TaskDraft) -> TaskDraft:
-    """PostgreSQL text cannot hold NUL characters, which broken input does carry."""
-
-    def clean(value):
-        if isinstance(value, str):
-            return value.replace("\x00", "")
-        if isinstance(value, dict):
-            return {clean(k): clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
-    for field in ("subject", "body", "external_id", "patient_mrn", "patient_name"):
-        setattr(draft, field, clean(getattr(draft, field)))
-    draft.metadata = clean(draft.metadata)
-    draft.in_reply_to = clean(draft.in_reply_to)
-    draft.thread_key = clean(draft.thread_key)
-    draft.request_type = clean(draft.request_type)
-    draft.source_system = clean(draft.source_system)
-    draft.attachments = [
-        dataclasses.replace(a, filename=clean(a.filename), content_type=clean(a.content_type))
-        for a in draft.attachments
-    ]
-    return draft
