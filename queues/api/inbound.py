@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
@@ -30,7 +29,7 @@ from rest_framework.views import exception_handler
 
 from queues.api import serializers as s
 from queues.api.authentication import ClientTokenAuthentication, calling_client, require_signature
-from queues.api.views import ApiView
+from queues.api.views import ApiView, read_body
 from queues.intake import fhir, store
 from queues.intake.draft import IntakeError
 from queues.models import Channel, InboundMessage, IntegrationClient
@@ -44,13 +43,7 @@ log = logging.getLogger(__name__)
 
 FHIR_CONTENT_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 EMAIL_CONTENT_TYPES = ("message/rfc822",)
-DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_BUNDLE_ENTRIES = 1000
-
-
-class PayloadTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "too_large"
 
 
 class ServiceUnavailable(exceptions.APIException):
@@ -61,27 +54,6 @@ class ServiceUnavailable(exceptions.APIException):
 class FhirJSONRenderer(JSONRenderer):
     media_type = "application/fhir+json"
     format = "fhir"
-
-
-def _read_body(request) -> bytes:
-    """The raw body, up to INTAKE_MAX_BODY_BYTES: larger than Django's limit for form data
-    (an email with a scanned referral, a DocumentReference with its PDF inline)."""
-    limit = getattr(settings, "INTAKE_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
-    too_large = f"The request is larger than {limit // 2**20} MiB."
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    if length > limit:
-        raise PayloadTooLarge(too_large)
-    stream = request.stream
-    body = stream.read(limit + 1) if stream is not None else b""
-    if len(body) > limit:
-        raise PayloadTooLarge(too_large)
-    # `require_signature` reads `request.body`: hand it what was read (Django keeps a read
-    # body in `_body`, which the property returns without the form-data size limit).
-    request._request._body = body
-    return body
 
 
 class _SignedWebhook(ApiView):
@@ -98,7 +70,7 @@ class _SignedWebhook(ApiView):
             raise exceptions.NotAuthenticated(
                 "Webhooks take an integration client's token: Authorization: Token <token>."
             )
-        self.raw_body = _read_body(request)
+        self.raw_body = read_body(request)
         require_signature(request, client)
         # From here on the sender is known and vouched for: a refused body is kept (failed,
         # with the reason), as every other payload is.

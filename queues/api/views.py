@@ -148,14 +148,13 @@ def _media_type(request) -> tuple[str, str]:
     return media_type, media_type
 
 
-def _read_body(request) -> bytes:
-    """The raw body, up to INTAKE_MAX_BODY_BYTES (a fax's base64 PDF is larger than Django's
-    limit for form data, which does not apply here: the body is never parsed as a form)."""
+def read_body(request, *, too_large_hint: str = "") -> bytes:
+    """The raw body, up to INTAKE_MAX_BODY_BYTES: intake bodies (a fax's base64 PDF, an email
+    with a scanned referral) are larger than Django's limit for form data, which does not
+    apply here since they are never parsed as forms. Django keeps the read body in `_body`,
+    so `request.body` (which signature checks read) returns it without that limit."""
     limit = settings.INTAKE_MAX_BODY_BYTES
-    too_large = (
-        f"The request is larger than {limit // 2**20} MiB: send large files with "
-        "multipart/form-data, or fewer at a time."
-    )
+    too_large = f"The request is larger than {limit // 2**20} MiB{too_large_hint}."
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -166,6 +165,7 @@ def _read_body(request) -> bytes:
     body = stream.read(limit + 1) if stream is not None else b""
     if len(body) > limit:
         raise PayloadTooLarge(too_large)
+    request._request._body = body
     return body
 
 
@@ -271,7 +271,10 @@ class IntakeView(ApiView):
                 "log a request with the front-desk form."
             )
         media_type, content_type = _media_type(request)
-        payload = _read_body(request)
+        payload = read_body(
+            request,
+            too_large_hint=": send large files with multipart/form-data, or fewer at a time",
+        )
         fallback = Channel.API if Channel.API in client.channels else client.channels[0]
         if media_type not in INTAKE_CONTENT_TYPES:
             message = (
