@@ -49,6 +49,15 @@ def _facts(task: Task, snapshot: selectors.RoutingSnapshot, now: datetime) -> en
     )
 
 
+def _routed_explanation(decision: engine.Decision) -> dict:
+    """What the ROUTED event records of a decision: classification and route, with the ids of
+    the classification rules that applied; the assignment has its own event."""
+    explanation = decision.explanation_dict()
+    explanation.pop("assignment", None)
+    explanation["classification_rule_ids"] = list(decision.classification_rule_ids)
+    return explanation
+
+
 def _summary(decision: engine.Decision, snapshot: selectors.RoutingSnapshot) -> str:
     queue = snapshot.queue(decision.queue_id).name
     if decision.needs_review:
@@ -71,9 +80,7 @@ def task_route(
     # query is the costliest read of the intake path, and most staff work other queues.
     decision = engine.decide(snapshot.compiled, _facts(task, snapshot, now), _NOBODY, now)
     type_id, weight = snapshot.task_types.get(decision.task_type, (None, 1))
-    explanation = decision.explanation_dict()
-    explanation.pop("assignment", None)  # recorded on the assignment's own event
-    explanation["classification_rule_ids"] = list(decision.classification_rule_ids)
+    explanation = _routed_explanation(decision)
     queues_services.task_classify(
         task_id=task.pk,
         actor=actor,
@@ -118,6 +125,21 @@ def _choose_for_new(
     )
 
 
+def _choose_again(assignment: engine.Assignment, excluded: set[int]) -> engine.Assignment:
+    """The engine's next choice when the database refused its choice (that person's capacity
+    went, or their row is busy): the same inputs, without the people already tried."""
+    return engine.choose_assignee(
+        assignment.queue,
+        assignment.required_skill,
+        assignment.min_level,
+        assignment.weight,
+        assignment.pool,
+        assignment.patient_key,
+        assignment.now,
+        exclude=frozenset(excluded),
+    )
+
+
 def _assign(
     *, task_id: int, assignment: engine.Assignment, rule_set_version: int | None
 ) -> int | None:
@@ -143,16 +165,7 @@ def _assign(
                 )
         except CapacityError:
             excluded.add(assignment.assignee_id)
-            assignment = engine.choose_assignee(
-                assignment.queue,
-                assignment.required_skill,
-                assignment.min_level,
-                assignment.weight,
-                assignment.pool,
-                assignment.patient_key,
-                assignment.now,
-                exclude=frozenset(excluded),
-            )
+            assignment = _choose_again(assignment, excluded)
             continue
         return assignment.assignee_id
     return None
@@ -405,9 +418,7 @@ def task_insert_routed(
     assignment = _choose_for_new(task, decision, queue, weight, now)
     assignment = _take_for(assignment)
     stamp = timezone.now()
-    explanation = decision.explanation_dict()
-    explanation.pop("assignment", None)  # recorded on the assignment's own event
-    explanation["classification_rule_ids"] = list(decision.classification_rule_ids)
+    explanation = _routed_explanation(decision)
     assigned = assignment.assignee_id is not None and not assignment.pull_only
     waiting = not assigned and not assignment.pull_only
     task.task_type_id = type_id
@@ -500,16 +511,7 @@ def _take_for(assignment: engine.Assignment) -> engine.Assignment:
         ):
             return assignment
         excluded.add(assignment.assignee_id)
-        assignment = engine.choose_assignee(
-            assignment.queue,
-            assignment.required_skill,
-            assignment.min_level,
-            assignment.weight,
-            assignment.pool,
-            assignment.patient_key,
-            assignment.now,
-            exclude=frozenset(excluded),
-        )
+        assignment = _choose_again(assignment, excluded)
     return assignment._replace(assignee_id=None)
 
 
@@ -1107,9 +1109,7 @@ def task_submit_batch(
             task.patient_mrn,
             task_now,
         )
-        explanation = decision.explanation_dict()
-        explanation.pop("assignment", None)
-        explanation["classification_rule_ids"] = list(decision.classification_rule_ids)
+        explanation = _routed_explanation(decision)
         task.task_type_id = type_id
         task.weight = weight
         task.priority = decision.priority
