@@ -18,6 +18,11 @@ class AuditEvent(models.Model):
         DENIED = "denied", "Refused (403)"
         NOT_FOUND = "not_found", "Not found (404)"
         EXPORT = "export", "Audit export"
+        OTP_ENROLLED = "otp_enrolled", "Two-factor set up"
+        OTP_FAILED = "otp_failed", "Wrong two-factor code"
+        RECOVERY_USED = "recovery_used", "Recovery code used"
+        OTP_RESET = "otp_reset", "Two-factor reset"
+        EMERGENCY = "emergency", "Emergency access"
 
     at = models.DateTimeField(default=timezone.now)
     kind = models.CharField(max_length=16, choices=Kind.choices)
