@@ -9,7 +9,7 @@ from __future__ import annotations
 from auditlog.mixins import AuditlogHistoryAdminMixin
 from auditlog.registry import auditlog
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
@@ -25,11 +25,27 @@ from accounts.models import (
     StaffProfile,
     StaffSkill,
 )
-from accounts.services import department_create, staff_set_availability, staff_set_departments
+from accounts.services import (
+    department_create,
+    membership_changed_by,
+    staff_set_availability,
+    staff_set_departments,
+)
+from accounts.signin import audit_record
+from accounts.two_factor import two_factor_remove
 
 User = get_user_model()
 DAY_NAMES = dict(WEEKDAYS)
 DASH = "\N{EN DASH}"
+
+
+def within_departments_of(user, queryset, user_path: str):
+    """Staff rows a supervisor may read in the admin: the people of their own departments.
+    Managers and compliance (who may view every department) see everyone."""
+    if user.has_perm("accounts.view_department"):
+        return queryset
+    mine = user.groups.filter(department__isnull=False)
+    return queryset.filter(**{f"{user_path}__groups__in": mine}).distinct()
 
 
 def weekdays_label(days: list[int]) -> str:
@@ -202,6 +218,9 @@ class StaffSkillAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
     autocomplete_fields = ["staff", "skill"]
     ordering = ["staff__user__username", "skill__name"]
 
+    def get_queryset(self, request):
+        return within_departments_of(request.user, super().get_queryset(request), "staff__user")
+
 
 # --- Staff -------------------------------------------------------------------------------
 
@@ -293,13 +312,15 @@ class StaffProfileAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
         department_groups = Group.objects.filter(department__isnull=False).select_related(
             "department"
         )
-        return (
+        return within_departments_of(
+            request.user,
             super()
             .get_queryset(request)
             .select_related("user")
             .prefetch_related(
                 Prefetch("user__groups", queryset=department_groups, to_attr="department_groups")
-            )
+            ),
+            "user",
         )
 
     def get_readonly_fields(self, request, obj=None):
@@ -338,7 +359,10 @@ class StaffProfileAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
-        staff_set_departments(profile=form.instance, departments=form.cleaned_data["departments"])
+        with membership_changed_by(request.user):
+            staff_set_departments(
+                profile=form.instance, departments=form.cleaned_data["departments"]
+            )
 
 
 # --- Users -------------------------------------------------------------------------------
@@ -351,6 +375,7 @@ if admin.site.is_registered(User):
 
 @admin.register(User)
 class ClinicUserAdmin(UserAdmin):
+    actions = ["reset_two_factor"]
     list_display = ["username", "first_name", "last_name", "email", "is_active", "is_staff"]
     list_filter = ["is_active", "is_staff", "groups"]
 
@@ -364,6 +389,38 @@ class ClinicUserAdmin(UserAdmin):
         if obj is not None and obj.is_superuser and not request.user.is_superuser:
             return False
         return super().has_change_permission(request, obj)
+
+    def save_related(self, request, form, formsets, change):
+        # The groups field holds department membership too: a member who leaves hands back
+        # that department's work, in the manager's name.
+        with membership_changed_by(request.user):
+            super().save_related(request, form, formsets, change)
+
+    @admin.action(description="Reset two-factor sign-in of selected users", permissions=["change"])
+    def reset_two_factor(self, request, queryset):
+        """For a lost phone: the person sets up a new app at their next sign-in (or may go
+        without, where their role allows). Where their role requires it, sessions they have
+        open end at their next request."""
+        if not request.user.is_superuser:
+            queryset = queryset.filter(is_superuser=False)
+        reset = []
+        for user in queryset.order_by("username"):
+            if two_factor_remove(user=user):
+                audit_record(
+                    "OTP_RESET",
+                    actor=request.user,
+                    request=request,
+                    detail={"user": user.get_username(), "by": "admin"},
+                )
+                reset.append(user.get_username())
+        if reset:
+            self.message_user(
+                request, f"Two-factor sign-in reset for {', '.join(reset)}.", messages.SUCCESS
+            )
+        else:
+            self.message_user(
+                request, "None of them had two-factor sign-in set up.", messages.WARNING
+            )
 
 
 # --- Audit -------------------------------------------------------------------------------

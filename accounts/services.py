@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
@@ -8,6 +12,19 @@ from django.utils import timezone
 from accounts.models import Department, Site, StaffProfile
 
 User = get_user_model()
+
+# Who is changing department memberships in this block (a manager in the admin), for the
+# timeline of the tasks a leaving member hands back (routing.receivers).
+membership_actor: ContextVar = ContextVar("membership_actor", default=None)
+
+
+@contextlib.contextmanager
+def membership_changed_by(user) -> Iterator[None]:
+    token = membership_actor.set(user)
+    try:
+        yield
+    finally:
+        membership_actor.reset(token)
 
 
 @transaction.atomic

@@ -6,6 +6,7 @@ class ClinicDeskConfig(AppConfig):
     verbose_name = "ClinicDesk"
 
     def ready(self):
+        from clinicdesk import checks  # noqa: F401 (registers the deploy checks)
         from clinicdesk.audit.records import connect_receivers
 
         connect_receivers()

@@ -81,12 +81,16 @@ INSTALLED_APPS = [
     "guardian",
     "auditlog",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "django_q",
     "django_htmx",
     "template_partials",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "accounts",
     "queues",
     "routing",
@@ -97,12 +101,21 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Outside everything that may answer by itself (the outage page, the lockout page): every
+    # page carries the Content-Security-Policy.
+    "csp.middleware.CSPMiddleware",
+    # Before everything that reads the database (sessions, sign-in, idle logoff): a database
+    # outage answers 503 with Retry-After, never a 500 page (clinicdesk.outage).
+    "clinicdesk.outage.DatabaseOutageMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): signed in with a second factor (django-otp).
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "accounts.middleware.IdleLogoutMiddleware",
+    "accounts.middleware.SignInLimitsMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "auditlog.middleware.AuditlogMiddleware",
@@ -152,7 +165,13 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
 _socket_dir = DATABASES["default"].get("OPTIONS", {}).pop("host", None)
 if _socket_dir and not DATABASES["default"].get("HOST"):
     DATABASES["default"]["HOST"] = _socket_dir
+# A persistent connection that died (the server restarted) is noticed and replaced at the
+# start of the next request; while the server is down a connection attempt fails within
+# DB_CONNECT_TIMEOUT seconds, and the request is answered 503 (clinicdesk.outage).
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+    "connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5, minimum=1)
+)
 # Server-side binding lets psycopg prepare the statements a connection runs again and again
 # (routing's staff and fingerprint reads, the claim query): their planning cost more than
 # their execution. Turn it off (DB_PREPARED_STATEMENTS=false) behind a pooler in transaction
@@ -178,10 +197,20 @@ GUARDIAN_RAISE_403 = False
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "queues:my_work"
 LOGOUT_REDIRECT_URL = "accounts:login"
+# Argon2 for new and changed passwords; the others stay to read older hashes, which Django
+# re-hashes with Argon2 at the person's next sign-in.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    # Django's offline list of 20,000 common passwords, and ours of clinic words + digits.
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "accounts.passwords.WorkplacePasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 # Failed sign-ins are limited per account and address (django-axes): after
@@ -193,8 +222,18 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
+# A wrong two-factor code counts as a failed sign-in; the code itself is never stored.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "otp_token"]
+# Members of these roles, and anyone with access to the admin, sign in with a second factor
+# (an authenticator app's code, or a recovery code). Others may choose to.
+TWO_FACTOR_REQUIRED_ROLES = ["Manager", "Supervisor", "Compliance"]
+OTP_TOTP_ISSUER = "ClinicDesk"
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 SESSION_IDLE_MINUTES = env_int("SESSION_IDLE_MINUTES", 15, minimum=1)
-SESSION_COOKIE_AGE = env_int("SESSION_MAX_HOURS", 12, minimum=1) * 3600
+# The longest a session lives after sign-in, enforced on the server from the sign-in time
+# (accounts.middleware.SignInLimitsMiddleware), whatever the cookie says.
+SESSION_MAX_HOURS = env_int("SESSION_MAX_HOURS", 12, minimum=1)
+SESSION_COOKIE_AGE = SESSION_MAX_HOURS * 3600
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -211,6 +250,24 @@ if env_bool("BEHIND_TLS_PROXY", False):
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp): scripts and styles only from our own static files, no
+# inline code anywhere: behaviour lives in static/js/*.js, styling in static/css/*.css (htmx is
+# told not to inject its indicator <style>, see base.html). Redoc's page (/api/docs/redoc/) is
+# the one view with a wider policy, though not for scripts (queues/api/docs_urls.py). The
+# deploy checks (clinicdesk/checks.py) warn when script-src is weakened.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 # Production deployments set SECURE_HSTS_PRELOAD deliberately; the deploy check should not nag.
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
@@ -313,11 +370,19 @@ SPECTACULAR_SETTINGS = {
         "ChannelEnum": "queues.models.Channel",
         "PriorityEnum": "queues.models.Priority",
     },
+    # OpenAPI links from every answer that names a task to the calls on that task.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "queues.api.schema.add_task_links",
+    ],
 }
 
 # --- Audit ---
 AUDITLOG_INCLUDE_ALL_MODELS = False
 AUDITLOG_DISABLE_REMOTE_ADDR = False
+# Emergency access ("break the glass"): how long a person may read a task outside their
+# departments after giving a reason.
+EMERGENCY_ACCESS_HOURS = env_int("EMERGENCY_ACCESS_HOURS", 4, minimum=1)
 
 # --- Demo ---
 DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "clinicdesk-demo")
@@ -328,5 +393,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "pgserver": {"level": "WARNING"}},
+    # A database outage is logged once by clinicdesk.outage, not as a traceback per request.
+    "filters": {"database_outage": {"()": "clinicdesk.outage.OutageLogFilter"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "pgserver": {"level": "WARNING"},
+        "django.request": {"filters": ["database_outage"]},
+    },
 }

@@ -1,11 +1,17 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from accounts.signin import admin_has_permission
+from accounts.views import admin_login
 from clinicdesk import views
 
 admin.site.site_header = "ClinicDesk administration"
 admin.site.site_title = "ClinicDesk admin"
 admin.site.index_title = "Rules, staff and queues"
+# The admin signs in through ClinicDesk's own page (password, then the second factor) and
+# lets in only a session that passed both steps.
+admin.site.login = admin_login
+admin.site.has_permission = admin_has_permission
 
 urlpatterns = [
     path("", views.home, name="home"),

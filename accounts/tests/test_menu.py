@@ -1,15 +1,14 @@
 import pytest
 from django.urls import reverse
 
-from accounts.tests.factories import PASSWORD, UserFactory
+from accounts.tests.factories import UserFactory
+from accounts.tests.two_factor_support import sign_in
 
 pytestmark = pytest.mark.django_db
 
 
 def sign_in_and_open_home(client, user):
-    response = client.post(
-        reverse("accounts:login"), {"username": user.username, "password": PASSWORD}
-    )
+    response = sign_in(client, user)
     assert response.status_code == 302
     return client.get(reverse("queues:holding")).content.decode()
 

@@ -80,6 +80,27 @@ def login(page, live_server, username: str, password: str) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_load_state()
+    two_factor_step(page, username)
+
+
+def two_factor_step(page, username: str) -> None:
+    """The second step of a sign-in that asks for one: a code from the person's app, or on a
+    first sign-in setting the app up, with codes computed as the app would."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from accounts.tests.two_factor_support import app_code, code_from_key
+
+    if page.url.split("?")[0].endswith("/accounts/login/code/"):
+        device = TOTPDevice.objects.get(user__username=username, confirmed=True)
+        page.get_by_label("Code", exact=True).fill(app_code(device))
+        page.get_by_role("button", name="Continue").click()
+        page.wait_for_load_state()
+    elif page.url.split("?")[0].endswith("/accounts/login/set-up/"):
+        key = page.locator("[data-setup-key]").inner_text()
+        page.get_by_label("Code from the app").fill(code_from_key(key))
+        page.get_by_role("button", name="Turn on and sign in").click()
+        page.get_by_role("link", name="I have saved my codes").click()
+        page.wait_for_load_state()
 
 
 def screenshot(page, name: str) -> Path:
