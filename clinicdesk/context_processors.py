@@ -9,6 +9,7 @@ NAV_LINKS = {
     "escalations": {"Supervisor", "Manager", "Compliance"},
     "dashboard": {"Supervisor", "Manager", "Compliance"},
     "audit": {"Manager", "Compliance"},
+    "emergency": {"Agent", "Supervisor"},  # break the glass (queues.views.emergency)
 }
 
 

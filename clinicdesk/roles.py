@@ -28,15 +28,17 @@ CONFIG_MODELS = {
     "escalation": ["businesscalendar", "calendarclosure", "slapolicy", "escalationstep"],
 }
 RECORD_MODELS = {
-    "queues": ["task", "taskevent", "inboundmessage"],
+    "queues": ["task", "taskevent", "inboundmessage", "emergencyaccess"],
     "escalation": ["escalation", "notification"],
     "routing": ["rulesetevent", "replayrun"],
 }
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
-    AGENT: ["queues.view_tasktype"],
+    # Agents and supervisors may break the glass: read a task outside their departments.
+    AGENT: ["queues.view_tasktype", "queues.add_emergencyaccess"],
     SUPERVISOR: [
         "queues.view_tasktype",
+        "queues.add_emergencyaccess",
         "accounts.view_staffprofile",
         "accounts.view_skill",
         "accounts.view_staffskill",
@@ -58,6 +60,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "queues.view_taskevent",
         "queues.view_inboundmessage",
         "queues.view_queue",
+        "queues.view_emergencyaccess",
         "routing.delete_classificationrule",
         "routing.delete_routingrule",
         "routing.delete_workflowstep",

@@ -25,6 +25,8 @@ VIA = {
     "api": "API",
     "export": "Export",
     "audit": "Audit history",
+    # Under an emergency access grant ("break the glass"): flagged in the task's history.
+    "emergency": "Emergency access",
 }
 
 
@@ -57,12 +59,17 @@ def _request_context() -> dict:
         return {}
 
 
-def record_task_access(actor, task: Task | int, *, via: str) -> None:
-    """Record that `actor` read the task (`via`: page, api, export, audit). One INSERT."""
-    record_tasks_access(actor, [task.pk if isinstance(task, Task) else task], via=via)
+def record_task_access(actor, task: Task | int, *, via: str, detail: dict | None = None) -> None:
+    """Record that `actor` read the task (`via`: page, api, export, audit, emergency). One
+    INSERT. `detail` adds to the entry's additional data (an emergency read names its grant)."""
+    record_tasks_access(
+        actor, [task.pk if isinstance(task, Task) else task], via=via, detail=detail
+    )
 
 
-def record_tasks_access(actor, task_ids: Iterable[int], *, via: str) -> int:
+def record_tasks_access(
+    actor, task_ids: Iterable[int], *, via: str, detail: dict | None = None
+) -> int:
     """Record that `actor` read each of the tasks, in one INSERT. Returns how many."""
     if via not in VIA:
         raise ValueError(f"Unknown way of reading a task: {via!r}")
@@ -82,7 +89,7 @@ def record_tasks_access(actor, task_ids: Iterable[int], *, via: str) -> int:
             actor_email=getattr(user, "email", None) or None,
             cid=cid,
             remote_addr=context.get("remote_addr"),
-            additional_data={"via": via, "actor": label},
+            additional_data={**(detail or {}), "via": via, "actor": label},
         )
         for task_id in dict.fromkeys(task_ids)
     ]

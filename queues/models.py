@@ -649,3 +649,56 @@ class Attachment(models.Model):
 
     def __str__(self) -> str:
         return self.filename
+
+
+class EmergencyAccessQuerySet(models.QuerySet):
+    def active(self, now=None) -> EmergencyAccessQuerySet:
+        """Grants still running: a task was found, and the time has not run out."""
+        return self.filter(task__isnull=False, expires_at__gt=now or timezone.now())
+
+
+class EmergencyAccess(models.Model):
+    """A person's request to read a task outside their departments ("break the glass"), with
+    the reason they gave. When the number names a task they could not see, the row is a grant:
+    read-only, until `expires_at`. A number that names no task is kept too (`task` empty), so
+    that probing numbers leaves the same trace as opening them.
+
+    The evidence of record is the append-only `AuditEvent` written in the same transaction;
+    this row is what the task page checks, and `alerted_at` is the compliance alert's claim."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="emergency_accesses"
+    )
+    task = models.ForeignKey(
+        Task,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="emergency_accesses",
+        help_text="Empty when no task has the number asked for.",
+    )
+    task_number = models.BigIntegerField(help_text="The task number the person typed.")
+    reason = models.TextField()
+    granted_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    alerted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the compliance reviewers were emailed."
+    )
+
+    objects = EmergencyAccessQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-granted_at", "-id"]
+        verbose_name = "emergency access"
+        verbose_name_plural = "emergency accesses"
+        indexes = [
+            models.Index(fields=["user", "task", "expires_at"], name="emergency_by_user_task"),
+            models.Index(fields=["granted_at", "id"], name="emergency_by_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Emergency access to task #{self.task_number} by {self.user_id}"
+
+    def is_active(self, now=None) -> bool:
+        return self.task_id is not None and self.expires_at > (now or timezone.now())

@@ -16,14 +16,14 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
-from django.db.models import CharField, Exists, OuterRef, Q, QuerySet, Value
+from django.db.models import CharField, Exists, OuterRef, Q, QuerySet, Subquery, Value
 from django.http import Http404
 from django.utils import timezone
 from django.utils.dateformat import format as date_format
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import Skill
-from queues.models import Attachment, Queue, Task, TaskEvent, TaskType
+from queues.models import Attachment, EmergencyAccess, Queue, Task, TaskEvent, TaskType
 
 # The role groups are defined by the project shell (clinicdesk.roles), which sits above this
 # app; the names are data that both sides agree on.
@@ -34,11 +34,11 @@ ROLE_SUPERVISOR = "Supervisor"
 # --- one task ------------------------------------------------------------------------------
 
 
-def _task_queryset(user) -> QuerySet[Task]:
+def _task_queryset(user, tasks: QuerySet[Task] | None = None) -> QuerySet[Task]:
     workable = Queue.objects.workable_by(user).filter(pk=OuterRef("queue_id"))
     roles = Group.objects.filter(user=user)
     return (
-        Task.objects.visible_to(user)
+        (Task.objects.visible_to(user) if tasks is None else tasks)
         # "sla" is escalation's TaskSla, named only: it feeds the SLA badge without a query.
         .select_related(
             "task_type", "queue", "queue__department", "assignee", "required_skill", "sla"
@@ -53,17 +53,46 @@ def _task_queryset(user) -> QuerySet[Task]:
     )
 
 
-def get_task_for_user(user, task_id: int) -> Task:
-    """The task if the user may see it; 404 otherwise, so that nobody learns it exists."""
+def get_task_for_user(user, task_id: int, *, emergency: bool = False) -> Task:
+    """The task if the user may see it; 404 otherwise, so that nobody learns it exists.
+
+    With `emergency`, a task outside the user's sight is also returned while they hold an
+    active emergency access grant to it, annotated with `emergency_grant_id` and
+    `emergency_until` (read-only: see `task_access`). Only the task page, its timeline and its
+    files ask for that; lists, exports and the API never do."""
     try:
         return _task_queryset(user).get(pk=task_id)
     except Task.DoesNotExist:
-        raise Http404("No task with that number is visible to you.") from None
+        task = _emergency_task(user, task_id) if emergency else None
+        if task is None:
+            raise Http404("No task with that number is visible to you.") from None
+        return task
+
+
+def _emergency_task(user, task_id: int) -> Task | None:
+    """The task under the user's active emergency access grant, in one query; None without."""
+    if not user.is_authenticated or not user.is_active:
+        return None
+    grants = (
+        EmergencyAccess.objects.active()
+        .filter(user=user, task_id=OuterRef("pk"))
+        .order_by("-expires_at")
+    )
+    return (
+        _task_queryset(user, Task.objects.filter(pk=task_id))
+        .annotate(
+            emergency_grant_id=Subquery(grants.values("pk")[:1]),
+            emergency_until=Subquery(grants.values("expires_at")[:1]),
+        )
+        .filter(emergency_grant_id__isnull=False)
+        .first()
+    )
 
 
 def get_task_for_user_rw(user, task_id: int) -> Task:
-    """The task if the user may act on it; PermissionDenied if they may only read it."""
-    task = get_task_for_user(user, task_id)
+    """The task if the user may act on it; PermissionDenied if they may only read it (also
+    under an emergency access grant, which never lets anyone act)."""
+    task = get_task_for_user(user, task_id, emergency=True)
     access = task_access(user, task)
     if not access.can_act:
         raise PermissionDenied(access.read_only_reason)
@@ -82,6 +111,13 @@ class TaskAccess:
 def task_access(user, task: Task) -> TaskAccess:
     """What the user may do with a task fetched by `get_task_for_user` (its annotations)."""
     can_work = bool(getattr(task, "user_can_work_queue", False))
+    until = getattr(task, "emergency_until", None)
+    if until is not None:
+        reason = (
+            f"Emergency access is read-only, until {format_moment(until)}: only the "
+            "task's team can work it."
+        )
+        return TaskAccess(user.pk, False, False, False, reason)
     if getattr(task, "user_is_compliance", False):
         reason = "Compliance reviewers can read tasks but not change them."
         return TaskAccess(user.pk, False, False, False, reason)

@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from queues.views import attachments, holding, intake, queue, task, work
+from queues.views import attachments, emergency, holding, intake, queue, task, work
 
 app_name = "queues"
 
@@ -34,6 +34,7 @@ urlpatterns = [
     path("queues/", queue.queue_list, name="queue_list"),
     path("queues/<int:queue_id>/", include(queue_urls)),
     path("tasks/<int:task_id>/", include(task_urls)),
+    path("emergency-access/", emergency.emergency_access, name="emergency_access"),
     path("holding/", holding.holding_list, name="holding"),
     path("intake/new/", intake.intake_new, name="intake_new"),
     path("intake/new/fields/", intake.intake_fields, name="intake_fields"),

@@ -106,6 +106,7 @@ class Entry:
     object_pk: str
     summary: str
     details: list[str] = field(default_factory=list)
+    emergency: bool = False  # a read under an emergency access grant ("break the glass")
 
     @property
     def cursor(self) -> Cursor:
@@ -405,6 +406,7 @@ def _logentry_rows(queryset) -> list[Entry]:
                 g.object_pk,
                 summary,
                 format_changes(g.changes) if source == "change" else [],
+                emergency=source == "access" and via == "emergency",
             )
         )
     return entries

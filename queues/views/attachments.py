@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
 from queues import selectors
+from queues.emergency import record_emergency_read
 from queues.models import Attachment
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,10 @@ ACTIVE_TYPES = (
 @login_required
 @require_GET
 def attachment_download(request, task_id: int, attachment_id: int):
-    task = selectors.get_task_for_user(request.user, task_id)  # 404 when not theirs
+    # 404 when not theirs; under an emergency access grant, the download is a recorded read.
+    task = selectors.get_task_for_user(request.user, task_id, emergency=True)
     attachment = get_object_or_404(Attachment, pk=attachment_id, task=task)
+    record_emergency_read(request.user, task, read="attachment")
     content_type = attachment.content_type.split(";")[0].strip().lower()
     if content_type in ACTIVE_TYPES or "/" not in content_type:
         content_type = "application/octet-stream"

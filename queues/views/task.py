@@ -18,6 +18,7 @@ from queues import services as queues_services
 # An upward import to the audit trail (clinicdesk sits on top): every opening of a task page
 # is recorded as a read of the task.
 from queues.access import record_task_access
+from queues.emergency import record_emergency_read
 from queues.forms import ACTION_FORMS, TaskActionForm
 from queues.models import Task
 from queues.services import StaleTaskError, TaskStateError
@@ -87,15 +88,18 @@ def _page_context(request, task: Task, bound: TaskActionForm | None = None) -> d
 @login_required
 @require_GET
 def task_detail(request, task_id: int):
-    task = selectors.get_task_for_user(request.user, task_id)
-    record_task_access(request.user, task, via="page")
+    # Also under an emergency access grant (read-only; the read is flagged as such).
+    task = selectors.get_task_for_user(request.user, task_id, emergency=True)
+    if not record_emergency_read(request.user, task, read="page"):
+        record_task_access(request.user, task, via="page")
     return render(request, "queues/task.html", _page_context(request, task))
 
 
 @login_required
 @require_GET
 def task_timeline(request, task_id: int):
-    task = selectors.get_task_for_user(request.user, task_id)
+    # The open page refreshing itself (every 30 s) is not a new read: not recorded.
+    task = selectors.get_task_for_user(request.user, task_id, emergency=True)
     context = {"task": task, "timeline": selectors.task_timeline(task)}
     return render(request, "queues/task.html#timeline", context)
 
