@@ -18,6 +18,7 @@ from escalation.models import (
     SlaPolicy,
 )
 from escalation.services import escalation_acknowledge
+from queues.models import Task
 
 # --- Calendars -------------------------------------------------------------------------------
 
@@ -136,6 +137,14 @@ class EscalationAdmin(ReadOnlyAdmin):
     search_fields = ["=task__id"]
     date_hierarchy = "fired_at"
     actions = ["acknowledge"]
+
+    def get_queryset(self, request):
+        # A supervisor (who may acknowledge escalations) sees those of their departments'
+        # tasks, as on the Escalations page; managers and compliance see every department.
+        queryset = super().get_queryset(request)
+        if request.user.has_perm("queues.view_queue"):
+            return queryset
+        return queryset.filter(task__in=Task.objects.visible_to(request.user).values("pk"))
 
     @admin.display(description="Acknowledged", boolean=True)
     def acknowledged(self, obj) -> bool:

@@ -424,9 +424,24 @@ def task_release(
     """Give a task back to its queue, unassigned."""
     task = _locked(task_id, expected_version)
     _require(task, Task.LOADED_STATUSES, "released")
+    return _unassign(task, actor=actor, reason=reason)
+
+
+@transaction.atomic
+def task_hand_back(*, task_id: int, actor: Actor, reason: str) -> tuple[Task, FreedCapacity]:
+    """Take a task from a holder who may no longer work its queue (they left its department):
+    work in hand goes back to the queue; a held task stays on hold, owned by the queue's team,
+    and goes to the queue when it resumes."""
+    task = _locked(task_id, None)
+    _require(task, (*Task.LOADED_STATUSES, Task.Status.ON_HOLD), "handed back")
+    return _unassign(task, actor=actor, reason=reason)
+
+
+def _unassign(task: Task, *, actor: Actor, reason: str) -> tuple[Task, FreedCapacity]:
     freed = _free_capacity(task)
     previous = task.assignee_id
-    task.status = Task.Status.QUEUED
+    if task.status != Task.Status.ON_HOLD:
+        task.status = Task.Status.QUEUED
     task.assignee = None
     _save(task, "status", "assignee")
     task_event_record(

@@ -559,6 +559,38 @@ def task_release(*, task_id: int, actor: Actor, reason: str = "", expected_versi
     return task
 
 
+LEFT_DEPARTMENT = "Left the department: back to its queue."
+
+
+@transaction.atomic
+def staff_hand_back_unworkable(*, user_id: int, actor: Actor = "system") -> list[int]:
+    """After someone leaves a department, what they held in its queues goes back to the team:
+    tasks in hand return to the queue and are offered to others, held ones stay on hold for
+    the team. Their access ends with it (they no longer see the department's tasks)."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.get(pk=user_id)
+    workable = Queue.objects.workable_by(user).values("id")
+    task_ids = list(
+        Task.objects.filter(
+            assignee_id=user_id, status__in=(*Task.LOADED_STATUSES, Task.Status.ON_HOLD)
+        )
+        .exclude(queue_id__in=workable)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    for task_id in task_ids:
+        task, _ = queues_services.task_hand_back(
+            task_id=task_id, actor=actor, reason=LEFT_DEPARTMENT
+        )
+        if task.status == Task.Status.QUEUED:
+            task_offer(task_id=task.pk, exclude=frozenset([user_id]))
+    if task_ids:
+        # Their freed capacity may take waiting work of the departments they still belong to.
+        offer_queued_work(user_id=user_id)
+    return task_ids
+
+
 @transaction.atomic
 def task_resume(*, task_id: int, actor: Actor, expected_version=None) -> Task:
     task = queues_services.task_resume(

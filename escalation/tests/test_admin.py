@@ -143,3 +143,40 @@ def test_an_agent_cannot_open_the_sla_admin(client):
     client.force_login(UserFactory(username="alice", roles=["Agent"], is_staff=True))
 
     assert client.get(reverse("admin:escalation_slapolicy_changelist")).status_code == 403
+
+
+def test_a_supervisor_given_admin_access_sees_only_their_departments_rows(client):
+    """Supervisors are not admin users, but one marked staff by mistake must still not read
+    other departments' escalations or staff in the admin."""
+    from accounts.tests.factories import DepartmentFactory, StaffProfileFactory
+    from queues.tests.factories import QueueFactory, TaskTypeFactory
+
+    mine, other = DepartmentFactory(), DepartmentFactory()
+    now = timezone.now()
+    escalations = {}
+    for department in (mine, other):
+        task_type = TaskTypeFactory(default_queue=QueueFactory(department=department))
+        escalations[department.pk] = Escalation.objects.create(
+            task=TaskFactory(task_type=task_type),
+            step=EscalationStepFactory(),
+            level=1,
+            due_at=now,
+            fired_at=now,
+        )
+    colleague = StaffProfileFactory(user=UserFactory(username="cora"), departments=[mine])
+    stranger = StaffProfileFactory(user=UserFactory(username="sven"), departments=[other])
+    supervisor = UserFactory(username="sue", roles=["Supervisor"], is_staff=True)
+    supervisor.groups.add(mine.group)
+    client.force_login(supervisor)
+
+    listed = client.get(reverse("admin:escalation_escalation_changelist"))
+    assert list(listed.context["cl"].queryset) == [escalations[mine.pk]]
+    foreign = escalations[other.pk]
+    assert client.get(
+        reverse("admin:escalation_escalation_change", args=[foreign.pk])
+    ).status_code in (302, 404)
+    staff = client.get(reverse("admin:accounts_staffprofile_changelist"))
+    assert colleague in staff.context["cl"].queryset
+    assert stranger not in staff.context["cl"].queryset
+    skills = client.get(reverse("admin:accounts_staffskill_changelist"))
+    assert skills.status_code == 200
