@@ -1,6 +1,10 @@
 pytest_plugins = ["clinicdesk.tests.browser"]
 
+import logging  # noqa: E402
+
 import pytest  # noqa: E402
+
+from clinicdesk.tests.canary_marker import PATIENT_CANARY  # noqa: E402
 
 TRANSACTIONAL_FIXTURES = {"transactional_db", "live_server"}
 
@@ -41,3 +45,45 @@ def _roles(request):
         sync_role_permissions(apps)
     yield
     ContentType.objects.clear_cache()
+
+
+class _CanaryHandler(logging.Handler):
+    """Notes every log record, of any test, whose text shows the patient canary."""
+
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.leaks: list[str] = []
+        self.test = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a bad format string is not this handler's business
+            text = str(record.msg)
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" {record.exc_info[1]}"
+        if PATIENT_CANARY in text:
+            self.leaks.append(f"{self.test}: {record.name} {record.levelname}: {text[:200]}")
+
+
+_canary = _CanaryHandler()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _patient_data_canary():
+    """Patient data never reaches the logs, in any test: the factories mark patient fields, and
+    the run fails at its end naming each log line that showed one (at the levels production
+    logs, per LOG_LEVEL)."""
+    root = logging.getLogger()
+    root.addHandler(_canary)
+    yield
+    root.removeHandler(_canary)
+    if _canary.leaks:
+        pytest.fail(
+            "Patient data reached the logs:\n" + "\n".join(_canary.leaks[:20]), pytrace=False
+        )
+
+
+@pytest.fixture(autouse=True)
+def _canary_test_name(request):
+    _canary.test = request.node.nodeid

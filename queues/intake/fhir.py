@@ -131,13 +131,33 @@ def _validation_errors(kind: str, error: ValidationError) -> dict[str, list[str]
     return errors
 
 
+# Value sets the models' metadata cuts short with "+" (their generator keeps the first few
+# codes only): the whole required binding from the R4 specification.
+FULL_VALUE_SETS: dict[tuple[str, str], list[str]] = {
+    ("Task", "status"): [
+        "draft",
+        "requested",
+        "received",
+        "accepted",
+        "rejected",
+        "ready",
+        "cancelled",
+        "in-progress",
+        "on-hold",
+        "failed",
+        "completed",
+        "entered-in-error",
+    ],
+}
+
+
 def _check_codes(kind: str, resource: Any) -> dict[str, list[str]]:
     """The library reads `code` elements as plain strings; check the required ones against
     their value sets, which the models carry in their field metadata."""
     errors: dict[str, list[str]] = {}
     for name, field in type(resource).model_fields.items():
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        allowed = extra.get("enum_values")
+        allowed = FULL_VALUE_SETS.get((kind, name)) or extra.get("enum_values")
         value = getattr(resource, name, None)
         if not allowed or "+" in allowed or value is None or not isinstance(value, str):
             continue

@@ -1,6 +1,8 @@
 import factory
+from faker import Faker
 
 from accounts.tests.factories import DepartmentFactory
+from clinicdesk.tests.canary_marker import PATIENT_CANARY
 from queues.models import Channel, InboundMessage, Queue, Task, TaskEvent, TaskType
 from queues.services import queue_sync_permissions
 
@@ -37,6 +39,9 @@ class TaskTypeFactory(factory.django.DjangoModelFactory):
     capacity_weight = 1
 
 
+_fake = Faker()
+
+
 class TaskFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Task
@@ -47,9 +52,11 @@ class TaskFactory(factory.django.DjangoModelFactory):
     priority = 3
     status = Task.Status.QUEUED
     subject = factory.Faker("sentence", nb_words=6)
-    body = factory.Faker("paragraph")
+    # Patient data carries the suite-wide canary (conftest.py): no log line of any test may
+    # show it.
+    body = factory.LazyFunction(lambda: f"{_fake.paragraph()} {PATIENT_CANARY}")
     patient_mrn = factory.Sequence(lambda n: f"MRN{100000 + n}")
-    patient_name = factory.Faker("name")
+    patient_name = factory.LazyFunction(lambda: f"{_fake.name()} {PATIENT_CANARY}")
 
 
 class TaskEventFactory(factory.django.DjangoModelFactory):
