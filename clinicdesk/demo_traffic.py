@@ -1336,3 +1336,23 @@ def closed_note(day: date) -> str:
         f"{day:%A} is not a working day at {site.name}: the day shift is off, so tasks wait "
         "(or go to whoever is on call). Pass --date with a weekday to see a working morning."
     )
+
+
+def api_intake_payloads(count: int, *, mrn_fallback: str) -> list[dict]:
+    """`count` requests of a morning as bodies for `POST /api/v1/intake/` on the API channel,
+    for the runs that drive the intake API (benchmarks, fault runs)."""
+    payloads = []
+    for item in generate_morning(count):
+        patient: dict = {"mrn": item.patient_mrn or mrn_fallback}
+        if item.patient_name and item.patient_birth_date:
+            patient.update(name=item.patient_name, birth_date=item.patient_birth_date.isoformat())
+        payloads.append(
+            {
+                "channel": "api",
+                "subject": item.subject,
+                "body": item.body,
+                "request_type": item.request_type,
+                "patient": patient,
+            }
+        )
+    return payloads

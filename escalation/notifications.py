@@ -14,10 +14,11 @@ import json
 import logging
 import urllib.request
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.mail import send_mail
+from django.core.mail import EmailMessage
 from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -124,30 +125,44 @@ def sign(secret: str, timestamp: str, payload: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-def post_webhook(*, url: str, secret: str, body: dict, now: datetime) -> None:
-    payload = json.dumps({"text": text_for(body), **body}, separators=(",", ":")).encode()
+def delivery_key(notification_id: int) -> str:
+    """The same on every attempt at one notification: a sender killed after sending and
+    before recording it sends again when the lease ends, and the receiver drops the repeat
+    by this key (webhook: `Idempotency-Key` header and signed `delivery` field; email: the
+    Message-ID)."""
+    return f"clinicdesk-notification-{notification_id}"
+
+
+def post_webhook(
+    *, url: str, secret: str, body: dict, now: datetime, key: str | None = None
+) -> None:
+    fields = {"text": text_for(body), **body}
+    if key:
+        fields["delivery"] = key
+    payload = json.dumps(fields, separators=(",", ":")).encode()
     timestamp = str(int(now.timestamp()))
+    headers = {
+        "Content-Type": "application/json",
+        "X-ClinicDesk-Timestamp": timestamp,
+        "X-ClinicDesk-Signature": sign(secret, timestamp, payload),
+    }
+    if key:
+        headers["Idempotency-Key"] = key
     request = urllib.request.Request(  # noqa: S310 - the URL is a manager's http(s) setting
-        url,
-        data=payload,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "X-ClinicDesk-Timestamp": timestamp,
-            "X-ClinicDesk-Signature": sign(secret, timestamp, payload),
-        },
+        url, data=payload, method="POST", headers=headers
     )
     with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT) as response:  # noqa: S310
         response.read(1024)
 
 
-def send_email(*, address: str, body: dict) -> None:
-    send_mail(
+def send_email(*, address: str, body: dict, key: str | None = None) -> None:
+    host = urlsplit(settings.SITE_URL).hostname or "clinicdesk.invalid"
+    EmailMessage(
         subject=f"ClinicDesk: task #{body['task']} escalated",
-        message=text_for(body),
-        from_email=None,
-        recipient_list=[address],
-    )
+        body=text_for(body),
+        to=[address],
+        headers={"Message-ID": f"<{key}@{host}>"} if key else None,
+    ).send()
 
 
 CLAIM_SQL = """
@@ -178,9 +193,12 @@ def _deliver(notification: Notification, now: datetime) -> None:
             secret=notification.escalation.step.webhook_secret,
             body=notification.body,
             now=now,
+            key=delivery_key(notification.pk),
         )
     else:
-        send_email(address=notification.target, body=notification.body)
+        send_email(
+            address=notification.target, body=notification.body, key=delivery_key(notification.pk)
+        )
 
 
 def send_due(*, now: datetime | None = None, limit: int = 100) -> int:

@@ -1227,26 +1227,6 @@ INTAKE_WARMUP_S = 3.0
 INTAKE_MEASURE_S = 12.0
 
 
-def _intake_payloads(count: int = 400) -> list[dict[str, Any]]:
-    from clinicdesk.demo_traffic import generate_morning
-
-    payloads = []
-    for item in generate_morning(count):
-        patient: dict[str, Any] = {"mrn": item.patient_mrn or "MRN-BENCH"}
-        if item.patient_name and item.patient_birth_date:
-            patient.update(name=item.patient_name, birth_date=item.patient_birth_date.isoformat())
-        payloads.append(
-            {
-                "channel": "api",
-                "subject": item.subject,
-                "body": item.body,
-                "request_type": item.request_type,
-                "patient": patient,
-            }
-        )
-    return payloads
-
-
 def _free_port() -> int:
     import socket
 
@@ -1371,7 +1351,9 @@ def intake_api_16_clients(ctx: BenchContext) -> dict[str, Any]:
             store.integration_client_create(name=f"bench-{n:02}", channels=["api"])[1].token
             for n in range(INTAKE_CLIENTS)
         ]
-        payloads = _intake_payloads()
+        from clinicdesk.demo_traffic import api_intake_payloads
+
+        payloads = api_intake_payloads(400, mrn_fallback="MRN-BENCH")
         connections.close_all()  # nothing open may cross the fork
         with _gunicorn(scratch.url, workers=workers, threads=threads) as port:
             context = multiprocessing.get_context("fork")

@@ -55,7 +55,7 @@ def _test_database_url() -> str:
     return f"postgresql://{auth}{host}{':' + port if port else ''}/{name}"
 
 
-def _start_cluster(log: Path) -> subprocess.Popen:
+def _start_cluster(log: Path, **overrides: str) -> subprocess.Popen:
     env = {
         **os.environ,
         "DATABASE_URL": _test_database_url(),
@@ -64,6 +64,7 @@ def _start_cluster(log: Path) -> subprocess.Popen:
         # Nothing leaves the machine: the notification job the sweep job queues sends nowhere.
         "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
         "LOG_LEVEL": "WARNING",
+        **overrides,
     }
     return subprocess.Popen(
         [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "qcluster"],
