@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test bench lint format venv stop-db
+.PHONY: run test bench chaos load lint format venv stop-db
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ClinicDesk needs Python 3.11 or newer")'
@@ -23,6 +23,14 @@ test: venv
 
 bench: venv
 	$(PY) manage.py bench
+
+# Load: 50 staff and 10x the demo's intake, gunicorn + qcluster on its own database (~11 min).
+load: venv
+	$(PY) manage.py load
+
+# Faults: PostgreSQL restarted under load, job clusters killed mid-work (own database, ~10 min).
+chaos: venv
+	$(PY) manage.py chaos
 
 lint: venv
 	$(VENV)/bin/ruff check .
