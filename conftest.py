@@ -47,37 +47,43 @@ def _roles(request):
     ContentType.objects.clear_cache()
 
 
-class _CanaryHandler(logging.Handler):
-    """Notes every log record, of any test, whose text shows the patient canary."""
+class _Canary:
+    """Notes every log record, of any test, whose text shows the patient canary.
+
+    It sits in the log record factory rather than on a handler: logging configuration (which
+    Django or a test may apply again) replaces handlers, never the factory. A record is made
+    only at a level its logger is enabled for, so this checks what production would log.
+    """
 
     def __init__(self):
-        super().__init__(level=logging.DEBUG)
         self.leaks: list[str] = []
         self.test = ""
+        self.make = None
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def __call__(self, *args, **kwargs) -> logging.LogRecord:
+        record = self.make(*args, **kwargs)
         try:
             text = record.getMessage()
-        except Exception:  # a bad format string is not this handler's business
+        except Exception:  # a bad format string is not the canary's business
             text = str(record.msg)
         if record.exc_info and record.exc_info[1] is not None:
             text += f" {record.exc_info[1]}"
         if PATIENT_CANARY in text:
             self.leaks.append(f"{self.test}: {record.name} {record.levelname}: {text[:200]}")
+        return record
 
 
-_canary = _CanaryHandler()
+_canary = _Canary()
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _patient_data_canary():
     """Patient data never reaches the logs, in any test: the factories mark patient fields, and
-    the run fails at its end naming each log line that showed one (at the levels production
-    logs, per LOG_LEVEL)."""
-    root = logging.getLogger()
-    root.addHandler(_canary)
+    the run fails at its end naming each log line that showed one."""
+    _canary.make = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(_canary)
     yield
-    root.removeHandler(_canary)
+    logging.setLogRecordFactory(_canary.make)
     if _canary.leaks:
         pytest.fail(
             "Patient data reached the logs:\n" + "\n".join(_canary.leaks[:20]), pytrace=False
