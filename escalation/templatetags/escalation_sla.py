@@ -20,11 +20,10 @@ from datetime import datetime, timedelta
 
 from django import template
 from django.utils import timezone
-from django.utils.dateformat import format as date_format
 from django.utils.html import format_html
 
 from queues.models import Task
-from queues.templatetags.clinicdesk_tasks import age_text
+from queues.templatetags.clinicdesk_tasks import age_text, long_when
 
 register = template.Library()
 
@@ -87,7 +86,7 @@ def sla_badge(task, now=None):
         '<span class="visually-hidden">SLA {}: </span>{} · {}</span>',
         sla.state,
         sla.target,
-        date_format(timezone.localtime(sla.due_at), "D M j, g:i A"),
+        long_when(sla.due_at),
         sla.target.lower(),
         sla.label,
         sla.words,

@@ -14,17 +14,16 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count, Exists, Min, OuterRef, Q, QuerySet
-from django.http import QueryDict
+from django.db.models import Count, Min, Q, QuerySet
+from django.http import Http404, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from queues.filters import SORT_CHOICES, SORTS, BulkReassignForm, QueueFilterForm
-from queues.models import Queue, Task
+from queues.models import Queue, Task, queue_access_annotations
 from queues.selectors import ROLE_COMPLIANCE, ROLE_SUPERVISOR
 
 # The pages are entry points like the API: a change that frees or takes capacity goes through
@@ -113,20 +112,20 @@ def queue_reassign(request, queue_id: int):
 def _get_queue_for_user(user, queue_id: int) -> Queue:
     """The queue when the user may see it (404 otherwise), with what they may do there: work it
     (their department's queue) and supervise it (the Supervisor role as well). Compliance
-    reviewers only read. One query."""
-    roles = Group.objects.filter(user=user)
+    reviewers only read. One query, with the permission rules of `Queue.objects.visible_to`
+    and `workable_by` as hand-written EXISTS (`queue_access_annotations`)."""
+    if not user.is_authenticated or not user.is_active:
+        raise Http404("No such queue.")
     queue = get_object_or_404(
-        Queue.objects.visible_to(user)
-        .select_related("department")
-        .annotate(
-            may_work=Exists(Queue.objects.workable_by(user).filter(pk=OuterRef("pk"))),
-            is_supervisor=Exists(roles.filter(name=ROLE_SUPERVISOR)),
-            is_compliance=Exists(roles.filter(name=ROLE_COMPLIANCE)),
+        Queue.objects.select_related("department").annotate(
+            **queue_access_annotations(user, roles=(ROLE_SUPERVISOR, ROLE_COMPLIANCE))
         ),
         pk=queue_id,
     )
-    queue.works = queue.may_work and not queue.is_compliance
-    queue.supervised = queue.works and queue.is_supervisor
+    if not queue.user_may_see:
+        raise Http404("No such queue.")
+    queue.works = queue.user_may_work and not queue.user_is_compliance
+    queue.supervised = queue.works and queue.user_is_supervisor
     return queue
 
 
@@ -138,7 +137,10 @@ def _listing(request, queue: Queue) -> dict:
     now = timezone.now()
     form = QueueFilterForm(request.GET)
     sort = form.sort_key
-    tasks = form.filter_queryset(Task.objects.visible_to(request.user).filter(queue=queue), now=now)
+    # `queue` came from `_get_queue_for_user`, which answered 404 unless the user may see it,
+    # so every task in it is visible: repeating `Task.objects.visible_to` here would only
+    # make PostgreSQL plan the permission subqueries twice more per view (~3 ms a page).
+    tasks = form.filter_queryset(Task.objects.filter(queue=queue), now=now)
     after, before = (_decode(sort, request.GET.get(key, "")) for key in CURSOR_KEYS)
     rows, has_earlier, has_later = _page(tasks, sort, after=after, before=before)
     filters = _query(request.GET, with_cursor=False)
