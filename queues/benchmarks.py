@@ -424,9 +424,9 @@ class _Budget:
 
 
 class _SqlClaimer:
-    """*Next task* as the very statements `task_claim_next` sends, in the same order and
-    transaction, on a plain psycopg connection: what the database can do once the ORM's
-    Python (about 3 ms of CPU a claim on the reference machine) is out of the way."""
+    """*Next task* as the very statements `task_claim_next` sends, in the same order (each
+    committed by itself, as there), on a plain psycopg connection: what the database can do
+    once the ORM's Python is out of the way."""
 
     def __init__(self, user, database_name: str) -> None:
         import psycopg
@@ -441,7 +441,7 @@ class _SqlClaimer:
 
         from queues.services import WORKABLE_QUEUE_IDS_SQL, claim_next_statement
 
-        with self.connection.transaction(), self.connection.cursor() as cursor:
+        with self.connection.cursor() as cursor:
             queue_ids = [
                 row[0] for row in cursor.execute(WORKABLE_QUEUE_IDS_SQL, {"user_id": self.user.pk})
             ]
