@@ -430,28 +430,38 @@ class _Budget:
 class _SqlClaimer:
     """*Next task* as the very statements `task_claim_next` sends, in the same order (each
     committed by itself, as there), on a plain psycopg connection: what the database can do
-    once the ORM's Python is out of the way."""
+    once the ORM's Python is out of the way.
 
-    def __init__(self, user, database_name: str) -> None:
+    Both flavors run prepared statements (psycopg prepares a statement on its fifth run). With
+    `floor`, less than the product may do: the person's queues are read once, not on every
+    press, so a claim is the one statement and its round trip: the least a claim can cost from
+    Python on this machine, to tell what no tuning of the service can beat."""
+
+    def __init__(self, user, database_name: str, *, floor: bool = False) -> None:
         import psycopg
 
         from clinicdesk.bench import conn_params
 
         self.user = user
+        self.floor = floor
         self.connection = psycopg.connect(**conn_params(database_name), autocommit=True)
+        self.queue_ids = self._queue_ids() if floor else None
+
+    def _queue_ids(self) -> list[int]:
+        from queues.services import WORKABLE_QUEUE_IDS_SQL
+
+        with self.connection.cursor() as cursor:
+            rows = cursor.execute(WORKABLE_QUEUE_IDS_SQL, {"user_id": self.user.pk})
+            return [row[0] for row in rows]
 
     def claim(self) -> int | None:
         from django.utils import timezone
 
-        from queues.services import WORKABLE_QUEUE_IDS_SQL, claim_next_statement
+        from queues.services import claim_next_statement
 
+        queue_ids = self.queue_ids if self.floor else self._queue_ids()
+        sql, params = claim_next_statement(user=self.user, queue_ids=queue_ids, now=timezone.now())
         with self.connection.cursor() as cursor:
-            queue_ids = [
-                row[0] for row in cursor.execute(WORKABLE_QUEUE_IDS_SQL, {"user_id": self.user.pk})
-            ]
-            sql, params = claim_next_statement(
-                user=self.user, queue_ids=queue_ids, now=timezone.now()
-            )
             row = cursor.execute(sql, params).fetchone()
             return row[3]
 
@@ -479,8 +489,8 @@ def _claim_worker(
     sql_claimer = None
     try:
         user = get_user_model().objects.get(pk=user_id)
-        if flavor == "sql":
-            sql_claimer = _SqlClaimer(user, database_name)
+        if flavor in ("sql", "floor"):
+            sql_claimer = _SqlClaimer(user, database_name, floor=flavor == "floor")
             connections.close_all()
             press = sql_claimer.claim
         else:
@@ -811,13 +821,13 @@ def _claim_setup(ctx: BenchContext, total: int, label: str, database: str) -> _S
     }
     queue_ids = list(Queue.objects.filter(is_active=True).values_list("id", flat=True))
     figures.update(_claim_plans(queue_ids, WORKER_CAPACITY))
-    return _Side(label, database, figures, worker_ids, {"service": [], "sql": []})
+    return _Side(label, database, figures, worker_ids, {"service": [], "sql": [], "floor": []})
 
 
 def _claim_figures(side: _Side) -> dict[str, Any]:
     figures = side.figures
     for flavor, runs in side.runs.items():
-        prefix = "" if flavor == "service" else "sql_"
+        prefix = {"service": "", "sql": "sql_", "floor": "floor_"}[flavor]
         claims = sum(run.claims for run in runs)
         seconds = sum(run.seconds for run in runs)
         latencies = [sample for run in runs for sample in run.latencies]
@@ -849,7 +859,7 @@ def _claim_turns(ctx: BenchContext, sides: Sequence[_Side], mode: str) -> None:
     """Through `task_claim_next` (the figures the targets apply to), then as the same SQL
     statements without the ORM (what the database can do): each size in two runs of half the
     rounds, turn about."""
-    for flavor in ("service", "sql"):
+    for flavor in ("service", "sql", "floor"):
         for turn in _TURNS:
             side = sides[turn]
             _use_database(side.database)
@@ -914,6 +924,11 @@ def next_task_32_workers(ctx: BenchContext, mode: str | None = None) -> dict[str
         "sql_claim_p99_10k_ms": small["sql_p99_ms"],
         "sql_claim_p99_1m_ms": large["sql_p99_ms"],
         "sql_rate_1m_over_10k": ratio("sql_claims_per_s"),
+        # The floor: one prepared statement a claim, the queues read once (no targets).
+        "floor_claims_10k_per_s": small["floor_claims_per_s"],
+        "floor_claims_1m_per_s": large["floor_claims_per_s"],
+        "floor_claim_p99_10k_ms": small["floor_p99_ms"],
+        "floor_claim_p99_1m_ms": large["floor_p99_ms"],
         # The claim SELECT for a person who works every queue.
         "claim_index_1m": large["claim_plan_index"],
         "claim_walks_task_claimable_1m": large["claim_plan_walks_task_claimable"],
