@@ -553,6 +553,12 @@ def _run_pgbench(args: list[str], *, timeout: float) -> str:
     return result.stdout + result.stderr
 
 
+def run_pgbench(args: list[str], *, dbname: str, timeout: float) -> str:
+    """Run the pgbench shipped with the server against `dbname` (on the app's server) with
+    `args` before the database; its output, or RuntimeError when it fails."""
+    return _run_pgbench([*args, _conninfo(dbname)], timeout=timeout)
+
+
 def calibrate(
     seconds: int = DEFAULT_CALIBRATION_SECONDS, scale: int = DEFAULT_CALIBRATION_SCALE
 ) -> dict[str, Any]:

@@ -850,6 +850,81 @@ def _claim_figures(side: _Side) -> dict[str, Any]:
     return figures
 
 
+PGBENCH_FLOOR_CLAIMS = 9_600
+_SENTINEL_USER_ID = 987_654_321
+
+
+def _pgbench_floor(side: _Side, clients: int = WORKERS) -> dict[str, Any]:
+    """The claim statement alone, run by PostgreSQL's own C client: `clients` pgbench
+    connections (prepared, `-j 2`), client n claiming as worker n, each pressing again as soon
+    as it has its answer, `PGBENCH_FLOOR_CLAIMS` claims in all; latencies from pgbench's
+    per-transaction log. No Python anywhere: what the machine does with the statement itself,
+    a floor under any implementation of Next task."""
+    import glob
+    import tempfile
+
+    import psycopg
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from clinicdesk.bench import run_pgbench
+    from queues.services import claim_next_statement, workable_queue_ids
+
+    ids = sorted(side.worker_ids)[:clients]
+    if ids[-1] - ids[0] != len(ids) - 1:
+        raise RuntimeError("the pgbench floor needs the workers' ids in one run")
+    first = get_user_model().objects.get(pk=ids[0])
+    sql, params = claim_next_statement(
+        user=first, queue_ids=workable_queue_ids(first), now=timezone.now()
+    )
+    # The worker's id (the staff row, the assignee, the event's actor) becomes pgbench's
+    # :uid; every other value is inlined as the service would bind it.
+    params = {
+        key: _SENTINEL_USER_ID if value == first.pk and key != "queue_id" else value
+        for key, value in params.items()
+    }
+    with psycopg.ClientCursor(connection.connection) as cursor:
+        text = cursor.mogrify(sql, params)
+    text = " ".join(text.replace(str(_SENTINEL_USER_ID), ":uid").split())
+    before = _double_claims()["claimed_events"]
+    with tempfile.TemporaryDirectory(prefix="claim-floor-") as folder:
+        script = os.path.join(folder, "claim.sql")
+        with open(script, "w") as out:
+            out.write(f"\\set uid {ids[0]} + :client_id\n{text};\n")
+        output = run_pgbench(
+            [
+                "-n",
+                "-M",
+                "prepared",
+                "-c",
+                str(clients),
+                "-j",
+                "2",
+                "-t",
+                str(PGBENCH_FLOOR_CLAIMS // clients),
+                "-f",
+                script,
+                "-l",
+                f"--log-prefix={os.path.join(folder, 'latency')}",
+            ],
+            dbname=side.database,
+            timeout=600,
+        )
+        latencies = []
+        for path in glob.glob(os.path.join(folder, "latency*")):
+            with open(path) as log:
+                latencies.extend(int(line.split()[2]) / 1_000_000 for line in log)
+    tps = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", output)
+    after = _double_claims()
+    return {
+        "pgbench_floor_claims_per_s": round(float(tps.group(1)), 1) if tps else 0.0,
+        "pgbench_floor_p50_ms": round(median(latencies) * 1000, 2),
+        "pgbench_floor_p99_ms": round(percentile(latencies, 99) * 1000, 2),
+        "pgbench_floor_claims": after["claimed_events"] - before,
+        "pgbench_floor_tasks_claimed_twice": after["tasks_with_two_claimed_events"],
+    }
+
+
 # The two sizes take turns, A B B A, so that a machine that gets busier or quieter during the
 # run moves both alike and the ratio between them stays fair.
 _TURNS = (0, 1, 1, 0)
@@ -888,6 +963,10 @@ def next_task_32_workers(ctx: BenchContext, mode: str | None = None) -> dict[str
         with ctx.scratch_database("next_task_1m") as second:
             large_side = _claim_setup(ctx, SIZES[1], "1m", second.name)
             _claim_turns(ctx, (small_side, large_side), mode)
+            _use_database(large_side.database)
+            floor = _pgbench_floor(large_side)
+            ctx.log(f"1m pgbench floor: {floor}")
+            connections.close_all()
     small, large = _claim_figures(small_side), _claim_figures(large_side)
     double = sum(
         side["duplicate_task_ids"] + side["tasks_with_two_claimed_events"] + side["wrong_assignee"]
@@ -924,6 +1003,8 @@ def next_task_32_workers(ctx: BenchContext, mode: str | None = None) -> dict[str
         "sql_claim_p99_10k_ms": small["sql_p99_ms"],
         "sql_claim_p99_1m_ms": large["sql_p99_ms"],
         "sql_rate_1m_over_10k": ratio("sql_claims_per_s"),
+        # Below any Python: the claim statement from pgbench's C client, 32 connections, 1M.
+        **{key.replace("pgbench_floor_", "pgbench_floor_1m_"): v for key, v in floor.items()},
         # The floor: one prepared statement a claim, the queues read once (no targets).
         "floor_claims_10k_per_s": small["floor_claims_per_s"],
         "floor_claims_1m_per_s": large["floor_claims_per_s"],
