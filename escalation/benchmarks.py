@@ -16,7 +16,10 @@ two steps (resolution in 4 hours: mark at risk at 75%, raise the priority at 100
   schedule's interval (60 s) in this process; each step's delay is the time from its due
   moment until the job run that fired it had returned (committed);
 - a burst of 10k changed tasks (their `version` raised, as a claim or a hold does): the
-  batches and seconds it takes to recompute them (business-time planning in Python).
+  batches and seconds it takes to recompute them (business-time planning in Python);
+- the floor: another 10% of the open tasks due, and only the two writes any design must make
+  for them (an Escalation row per step, the raised priority), as plain SQL in two connections
+  at once: the least the 10%-due sweep can take on this machine.
 
 The tasks are generated inside PostgreSQL by `queues.benchmarks.bulk_load_tasks` (all open),
 the TaskSla rows by one `INSERT … SELECT` over them, then VACUUM ANALYZE.
@@ -326,6 +329,95 @@ def _changed_burst(figures: dict[str, Any]) -> None:
     figures["changed_10k_finished"] = "yes" if run["finished"] else "no (budget)"
 
 
+# The floor under any sweep: only the two writes the issue itself requires of a due step,
+# as plain SQL over all due tasks at once, no timeline event, no TaskSla bookkeeping, no
+# notification. Each connection takes the tasks whose id / 10 falls in its share.
+_FLOOR_CLAIM_SQL = """
+INSERT INTO escalation_escalation (task_id, step_id, level, due_at, fired_at)
+SELECT s.task_id, p.step_id, p.ord::int, p.fire_at, now()
+  FROM escalation_tasksla s
+ CROSS JOIN LATERAL unnest(s.pending_step_ids, s.pending_fire_at) WITH ORDINALITY
+       AS p(step_id, fire_at, ord)
+ WHERE s.next_step_at <= now() AND mod(s.task_id / 10, %(shares)s) = %(share)s
+    ON CONFLICT (task_id, step_id) DO NOTHING
+"""
+_FLOOR_RAISE_SQL = """
+UPDATE queues_task t SET priority = t.priority - 1, version = t.version + 1, updated_at = now()
+  FROM escalation_tasksla s
+ WHERE s.task_id = t.id AND s.next_step_at <= now() AND t.priority > 1
+   AND mod(s.task_id / 10, %(shares)s) = %(share)s
+"""
+FLOOR_CONNECTIONS = 2
+
+
+def _floor_writes(figures: dict[str, Any], step_ids: list[int]) -> None:
+    """Another 10% of the open tasks (not on hold) with both steps due, and only the writes
+    every design must make for them: one Escalation row per step (the exactly-once claim the
+    issue prescribes) and the raised priority on the task, committed, in
+    FLOOR_CONNECTIONS connections at once (one per CPU). What is left of the 2 s for the
+    timeline events, the SLA bookkeeping and the notifications is 2 s minus this."""
+    import threading
+
+    import psycopg
+    from django.utils import timezone
+
+    from clinicdesk.bench import conn_params
+
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE escalation_tasksla s SET next_step_at = %(first)s,"
+            " pending_step_ids = %(steps)s, pending_fire_at = ARRAY[%(first)s, %(second)s]"
+            "  FROM queues_task t WHERE t.id = s.task_id AND t.status <> 'on_hold'"
+            "   AND mod(t.id, %(m)s) = %(r)s",
+            {
+                "first": now - timedelta(minutes=2),
+                "second": now - timedelta(minutes=1),
+                "steps": step_ids,
+                "m": DUE_SHARE_MODULO,
+                "r": DUE_SHARE_MODULO // 2,
+            },
+        )
+        figures["floor_due_tasks"] = cursor.rowcount
+        cursor.execute("VACUUM ANALYZE escalation_tasksla")
+        cursor.execute("VACUUM ANALYZE queues_task")
+        cursor.execute("CHECKPOINT")
+    database = connection.settings_dict["NAME"]
+    results: list[tuple[int, int, float, float, float]] = []
+    errors: list[BaseException] = []
+
+    def share(number: int) -> None:
+        try:
+            with psycopg.connect(**conn_params(database)) as conn:
+                params = {"shares": FLOOR_CONNECTIONS, "share": number}
+                began = time.perf_counter()
+                claimed = conn.execute(_FLOOR_CLAIM_SQL, params).rowcount
+                inserted = time.perf_counter()
+                raised = conn.execute(_FLOOR_RAISE_SQL, params).rowcount
+                updated = time.perf_counter()
+                conn.commit()
+                done = time.perf_counter()
+            results.append((claimed, raised, inserted - began, updated - inserted, done - updated))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    began = time.perf_counter()
+    workers = [threading.Thread(target=share, args=(n,)) for n in range(FLOOR_CONNECTIONS)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if errors:
+        raise errors[0]
+    figures["floor_connections"] = FLOOR_CONNECTIONS
+    figures["floor_total_s"] = round(time.perf_counter() - began, 2)
+    figures["floor_escalation_rows"] = sum(r[0] for r in results)
+    figures["floor_tasks_raised"] = sum(r[1] for r in results)
+    figures["floor_insert_s"] = round(max(r[2] for r in results), 2)
+    figures["floor_raise_s"] = round(max(r[3] for r in results), 2)
+    figures["floor_commit_s"] = round(max(r[4] for r in results), 2)
+
+
 def sla_sweep_1m(ctx: BenchContext) -> dict[str, Any]:
     from django.utils import timezone
 
@@ -367,6 +459,8 @@ def sla_sweep_1m(ctx: BenchContext) -> dict[str, Any]:
         _breach_to_recorded(figures, step_ids)
         ctx.log("10k changed tasks")
         _changed_burst(figures)
+        ctx.log("the floor: the required writes alone, another 10% due")
+        _floor_writes(figures, step_ids)
         connection.close()
     return figures
 
