@@ -4,8 +4,10 @@ table (95% of them closed), on the demo clinic in a scratch database:
 - `next_task_32_workers`: 32 people pressing *Next task* (`task_claim_next`) at once, each
   with their own connection: claims/s, p50/p99 per claim, double claims, the rate at 1M over
   the rate at 10k, and the plan of the claim SELECT. The same rounds run a second time as the
-  very statements the service sends, without the ORM (`sql_*` figures): on two cores the
-  service's Python, not the database, sets the first rate. Workers are threads by default;
+  very statements the service sends, without the ORM (`sql_*` figures: the difference is what
+  the service's Python costs); then as the one claim statement with
+  the person's queues read once (`floor_*`), and at 1M from pgbench's C client
+  (`pgbench_floor_1m_*`): floors under any implementation. Workers are threads by default;
   `CLINICDESK_BENCH_CLAIM_WORKERS=processes` runs them as forked processes instead (on the
   two-CPU reference machine processes measured about half the rate of threads: 64 runnable
   processes on two CPUs preempt backends that hold locks);
