@@ -1438,6 +1438,55 @@ def _intake_client(
     reports.put((slot, latencies, ok_ids, statuses, error))
 
 
+def _get_client(port: int, path: str, measure_from: float, stop_at: float, reports: Any) -> None:
+    """One keep-alive client GETting `path` until `stop_at` (the HTTP floor)."""
+    import http.client
+
+    latencies: list[float] = []
+    error = None
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while (start := time.monotonic()) < stop_at:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"GET {path} answered {response.status}")
+            if start >= measure_from:
+                latencies.append(time.monotonic() - start)
+        conn.close()
+    except Exception as exc:  # reported to the scenario, which fails
+        error = f"{exc.__class__.__name__}: {exc}"
+    reports.put((latencies, error))
+
+
+def _http_floor(port: int, seconds: float = 5.0) -> dict[str, Any]:
+    """INTAKE_CLIENTS clients on `/healthz` (the whole middleware stack and one `SELECT 1`)
+    under the same gunicorn: what any endpoint costs before its own work."""
+    context = multiprocessing.get_context("fork")
+    reports = context.Queue()
+    measure_from = time.monotonic() + 1.0
+    stop_at = measure_from + seconds
+    clients = [
+        context.Process(target=_get_client, args=(port, "/healthz", measure_from, stop_at, reports))
+        for _ in range(INTAKE_CLIENTS)
+    ]
+    for client in clients:
+        client.start()
+    results = [reports.get(timeout=seconds + 120) for _ in clients]
+    for client in clients:
+        client.join(timeout=30)
+    errors = [error for _, error in results if error]
+    if errors:
+        raise RuntimeError(f"healthz clients failed: {errors[:3]}")
+    latencies = [sample for samples, _ in results for sample in samples]
+    return {
+        "http_floor_requests_per_s": round(len(latencies) / seconds, 1),
+        "http_floor_p50_ms": round(median(latencies) * 1000, 2),
+        "http_floor_p99_ms": round(percentile(latencies, 99) * 1000, 2),
+    }
+
+
 def intake_api_16_clients(ctx: BenchContext) -> dict[str, Any]:
     """POST /api/v1/intake/ under gunicorn (gthread), 16 concurrent keep-alive clients."""
     from collections import Counter
@@ -1458,6 +1507,7 @@ def intake_api_16_clients(ctx: BenchContext) -> dict[str, Any]:
         payloads = api_intake_payloads(400, mrn_fallback="MRN-BENCH")
         connections.close_all()  # nothing open may cross the fork
         with _gunicorn(scratch.url, workers=workers, threads=threads) as port:
+            floor = _http_floor(port)
             context = multiprocessing.get_context("fork")
             reports = context.Queue()
             measure_from = time.monotonic() + INTAKE_WARMUP_S
@@ -1501,6 +1551,8 @@ def intake_api_16_clients(ctx: BenchContext) -> dict[str, Any]:
         "target_uncommitted_2xx": "== 0",
         "clients": INTAKE_CLIENTS,
         "server": f"gunicorn gthread, {workers} workers x {threads} threads",
+        # The same clients and server on GET /healthz: the cost of any request (no targets).
+        **floor,
     }
 
 
