@@ -993,6 +993,84 @@ WORKFLOW_TEMPLATES = [
 # Clinical triage queue, so red flags at night reach them without one.
 
 
+# SLA clocks: clinic hours for the business-time targets (weekdays 8 to 5 at Riverside, with
+# New York's public holidays), and a policy per kind of work, the most specific first. The
+# prior-authorization one is the example managers ask for: claimed within 2 business hours,
+# or the authorization lead hears of it.
+MON_FRI_HOURS = {str(day): [["08:00", "17:00"]] for day in range(5)}
+SLA_CALENDAR = {
+    "name": "Riverside clinic hours",
+    "time_zone": "America/New_York",
+    "hours": MON_FRI_HOURS,
+    "country": "US",
+    "subdivision": "NY",
+}
+BUSINESS_DAY = 9 * 60  # minutes of clinic hours in a day
+SLA_POLICIES = [
+    {
+        "name": "Red flags: a nurse within 15 minutes",
+        "order": 10,
+        "priorities": [1],
+        "queues": ["triage"],
+        "first_claim_minutes": 15,
+        "resolution_minutes": 120,
+        "business_hours": False,
+        "steps": [
+            {"level": 1, "target": "first_claim", "percent": 50, "action": "mark_at_risk"},
+            {
+                "level": 2,
+                "target": "first_claim",
+                "percent": 100,
+                "action": "notify_address",
+                "address": f"triage-lead@{DEMO_EMAIL_DOMAIN}",
+            },
+        ],
+    },
+    {
+        "name": "Prior authorization: claimed within 2 business hours",
+        "order": 20,
+        "task_types": ["prior_auth_request", "prior_auth_update"],
+        "first_claim_minutes": 120,
+        "resolution_minutes": 2 * BUSINESS_DAY,
+        "business_hours": True,
+        "steps": [
+            {"level": 1, "target": "first_claim", "percent": 75, "action": "mark_at_risk"},
+            {
+                "level": 2,
+                "target": "first_claim",
+                "percent": 100,
+                "action": "notify_address",
+                "address": f"auth-lead@{DEMO_EMAIL_DOMAIN}",
+            },
+            {"level": 3, "target": "resolution", "percent": 100, "action": "raise_priority"},
+        ],
+    },
+    {
+        "name": "Billing questions: answered in 2 business days",
+        "order": 30,
+        "task_types": ["billing_question"],
+        "first_claim_minutes": None,
+        "resolution_minutes": 2 * BUSINESS_DAY,
+        "business_hours": True,
+        "steps": [
+            {"level": 1, "target": "resolution", "percent": 75, "action": "mark_at_risk"},
+            {"level": 2, "target": "resolution", "percent": 100, "action": "notify_supervisor"},
+        ],
+    },
+    {
+        "name": "Everything else: claimed the same business day",
+        "order": 100,
+        "first_claim_minutes": 8 * 60,
+        "resolution_minutes": 3 * BUSINESS_DAY,
+        "business_hours": True,
+        "steps": [
+            {"level": 1, "target": "first_claim", "percent": 75, "action": "mark_at_risk"},
+            {"level": 2, "target": "resolution", "percent": 100, "action": "notify_supervisor"},
+        ],
+    },
+]
+
+
 @dataclass
 class DemoResult:
     created: Counter = field(default_factory=Counter)
@@ -1250,6 +1328,37 @@ def build_intake_policies(task_types: dict[str, TaskType], result: DemoResult) -
             )
 
 
+def build_sla_policies(
+    queues: dict[str, Queue], task_types: dict[str, TaskType], result: DemoResult
+) -> None:
+    """The clinic-hours calendar and the SLA policies with their escalation steps, found by
+    name (and steps by level): a re-run changes nothing."""
+    from escalation.models import BusinessCalendar, EscalationStep, SlaPolicy
+
+    calendar = _upsert(
+        BusinessCalendar, {"name": SLA_CALENDAR["name"]}, _without(SLA_CALENDAR, "name"), result
+    )
+    for spec in SLA_POLICIES:
+        values = {
+            "order": spec["order"],
+            "is_active": True,
+            "priorities": spec.get("priorities", []),
+            "first_claim_minutes": spec["first_claim_minutes"],
+            "resolution_minutes": spec["resolution_minutes"],
+            "calendar": calendar if spec["business_hours"] else None,
+        }
+        policy = _upsert(SlaPolicy, {"name": spec["name"]}, values, result)
+        wanted_types = {task_types[code].pk for code in spec.get("task_types", [])}
+        if set(policy.task_types.values_list("pk", flat=True)) != wanted_types:
+            policy.task_types.set(wanted_types)
+        wanted_queues = {queues[code].pk for code in spec.get("queues", [])}
+        if set(policy.queues.values_list("pk", flat=True)) != wanted_queues:
+            policy.queues.set(wanted_queues)
+        for step in spec["steps"]:
+            values = {"address": "", **_without(step, "level")}
+            _upsert(EscalationStep, {"policy": policy, "level": step["level"]}, values, result)
+
+
 @transaction.atomic
 def build_demo_clinic() -> DemoResult:
     result = DemoResult()
@@ -1261,6 +1370,7 @@ def build_demo_clinic() -> DemoResult:
     build_staff(sites, departments, skills, result)
     build_rules(queues, task_types, skills, result)
     build_intake_policies(task_types, result)
+    build_sla_policies(queues, task_types, result)
     return result
 
 
@@ -1287,7 +1397,14 @@ def demo_counts() -> dict[str, int]:
         "workflow templates": WorkflowTemplate.objects.filter(
             name__in=[w["name"] for w in WORKFLOW_TEMPLATES]
         ).count(),
+        "SLA policies": _sla_policy_count(),
     }
+
+
+def _sla_policy_count() -> int:
+    from escalation.models import SlaPolicy
+
+    return SlaPolicy.objects.filter(name__in=[p["name"] for p in SLA_POLICIES]).count()
 
 
 def is_demo_user(user) -> bool:

@@ -86,6 +86,8 @@ def _policy() -> tuple[int, list[int]]:
             policy=policy, level=2, target=target, percent=100, action="raise_priority"
         ),
     ]
+    # The demo clinic's own policies stand aside: every task is under this one.
+    SlaPolicy.objects.exclude(pk=policy.pk).update(is_active=False)
     return policy.pk, [step.pk for step in steps]
 
 

@@ -1,3 +1,4 @@
+from datetime import datetime
 from io import StringIO
 
 import pytest
@@ -12,11 +13,13 @@ from accounts.models import Department, Site, Skill, StaffProfile, StaffSkill
 from accounts.tests.factories import UserFactory
 from clinicdesk.demo import (
     CLASSIFICATION_RULES,
+    DEMO_EMAIL_DOMAIN,
     DEPARTMENTS,
     LOGINS,
     QUEUES,
     ROUTING_RULES,
     RULE_SET,
+    SLA_POLICIES,
     STAFF,
     TASK_TYPES,
 )
@@ -253,3 +256,68 @@ def test_tasks_zero_builds_the_clinic():
     run_demo("--tasks", "0")
 
     assert Site.objects.filter(code="riverside").exists()
+
+
+def test_demo_sla_policies_escalate_a_prior_authorization_nobody_claimed():
+    """The demo's SLA policies are live: a prior-authorization update received at 9:00 on a
+    Tuesday and still unclaimed at 11:30 is at risk, and its authorization lead is told."""
+    from zoneinfo import ZoneInfo
+
+    from escalation import services as escalation_services
+    from escalation.models import Escalation, Notification, SlaPolicy
+    from routing.services import task_submit
+
+    run_demo()
+    assert SlaPolicy.objects.filter(is_active=True).count() == len(SLA_POLICIES)
+    new_york = ZoneInfo("America/New_York")
+    received = datetime(2026, 11, 17, 9, 0, tzinfo=new_york)
+    task = task_submit(
+        actor="client:test",
+        now=received,
+        received_at=received,
+        channel="fax",
+        subject="Prior auth update REF-1234",
+        body="Payer needs more information for the MRI.",
+        patient_mrn="MRN-77",
+        patient_name="Test Patient",
+        request_type="prior_auth_update",
+    )
+    assert task.task_type.code == "prior_auth_update"
+
+    later = datetime(2026, 11, 17, 11, 30, tzinfo=new_york)
+    while escalation_services.sweep_batch(now=later).worked:
+        pass
+
+    task.refresh_from_db()
+    policy = SlaPolicy.objects.get(name__startswith="Prior authorization")
+    assert task.claim_due_at == datetime(2026, 11, 17, 11, 0, tzinfo=new_york)
+    fired = Escalation.objects.filter(task=task).order_by("level")
+    assert [(e.step.policy_id, e.level) for e in fired] == [(policy.pk, 1), (policy.pk, 2)]
+    (notice,) = Notification.objects.filter(escalation__task=task)
+    assert notice.target == f"auth-lead@{DEMO_EMAIL_DOMAIN}"
+    assert "MRN-77" not in str(notice.body) and "Test Patient" not in str(notice.body)
+
+
+def test_demo_sla_policies_count_business_hours_over_a_weekend():
+    """Received Friday at 16:00, a prior authorization is due to be claimed Monday at 9:00
+    (one clinic hour on Friday, one on Monday)."""
+    from zoneinfo import ZoneInfo
+
+    from escalation import services as escalation_services
+    from routing.services import task_submit
+
+    run_demo()
+    new_york = ZoneInfo("America/New_York")
+    received = datetime(2026, 11, 20, 16, 0, tzinfo=new_york)
+    task = task_submit(
+        actor="client:test",
+        now=received,
+        received_at=received,
+        channel="portal",
+        subject="Prior authorization request",
+        body="Please start a prior authorization.",
+        request_type="prior_auth_request",
+    )
+    escalation_services.sweep_batch(now=received)
+    task.refresh_from_db()
+    assert task.claim_due_at == datetime(2026, 11, 23, 9, 0, tzinfo=new_york)
