@@ -1334,7 +1334,10 @@ def build_sla_policies(
     """The clinic-hours calendar and the SLA policies with their escalation steps, found by
     name (and steps by level): a re-run changes nothing."""
     from escalation.models import BusinessCalendar, EscalationStep, SlaPolicy
+    from escalation.services import sla_configuration_changed
 
+    writes_before = sum(result.created.values()) + sum(result.updated.values())
+    relinked = False
     calendar = _upsert(
         BusinessCalendar, {"name": SLA_CALENDAR["name"]}, _without(SLA_CALENDAR, "name"), result
     )
@@ -1351,12 +1354,17 @@ def build_sla_policies(
         wanted_types = {task_types[code].pk for code in spec.get("task_types", [])}
         if set(policy.task_types.values_list("pk", flat=True)) != wanted_types:
             policy.task_types.set(wanted_types)
+            relinked = True
         wanted_queues = {queues[code].pk for code in spec.get("queues", [])}
         if set(policy.queues.values_list("pk", flat=True)) != wanted_queues:
             policy.queues.set(wanted_queues)
+            relinked = True
         for step in spec["steps"]:
             values = {"address": "", **_without(step, "level")}
             _upsert(EscalationStep, {"policy": policy, "level": step["level"]}, values, result)
+    if relinked or sum(result.created.values()) + sum(result.updated.values()) > writes_before:
+        # Open tasks already in the clinic come under the (new) policies too.
+        sla_configuration_changed()
 
 
 @transaction.atomic

@@ -9,6 +9,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count
 
+from escalation import services
 from escalation.models import (
     BusinessCalendar,
     CalendarClosure,
@@ -28,8 +29,32 @@ class CalendarClosureInline(admin.TabularInline):
     extra = 1
 
 
+class ReplansOpenTasksMixin:
+    """Saving or deleting SLA configuration plans the open tasks again (see
+    `services.sla_configuration_changed`), after the inlines and many-to-many fields are
+    saved; the change list's inline edits (order, active) go through `save_related` too."""
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        replanned = services.sla_configuration_changed()
+        if replanned:
+            self.message_user(
+                request,
+                f"{replanned} open task{'s' if replanned != 1 else ''} will have their due "
+                "times planned again within a minute.",
+            )
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        services.sla_configuration_changed()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        services.sla_configuration_changed()
+
+
 @admin.register(BusinessCalendar)
-class BusinessCalendarAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
+class BusinessCalendarAdmin(ReplansOpenTasksMixin, AuditlogHistoryAdminMixin, admin.ModelAdmin):
     list_display = ["name", "time_zone", "country", "subdivision", "closure_count"]
     search_fields = ["name"]
     inlines = [CalendarClosureInline]
@@ -82,7 +107,7 @@ class EscalationStepInline(admin.StackedInline):
 
 
 @admin.register(SlaPolicy)
-class SlaPolicyAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
+class SlaPolicyAdmin(ReplansOpenTasksMixin, AuditlogHistoryAdminMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "order",

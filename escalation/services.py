@@ -251,6 +251,30 @@ def _store(plans: dict[int, tuple[Task, Plan]], now: datetime) -> None:
         )
 
 
+# After the SLA configuration changes, every open task whose clock is current falls behind
+# (`sla_version` one short of `version`), so that the sweep plans it again under the new rules.
+REPLAN_OPEN_TASKS_SQL = """
+UPDATE queues_task SET sla_version = version - 1
+ WHERE status IN ('new', 'queued', 'assigned', 'in_progress', 'on_hold')
+   AND sla_version = version
+"""
+
+
+def sla_configuration_changed() -> int:
+    """An SLA policy, one of its steps, a calendar or a closure was added, changed or removed:
+    the open tasks are planned again by the next sweeps (in batches, through the same
+    `task_sla_stale` index as any changed task), so a new or edited policy applies to the work
+    already waiting, not only to what arrives next. Returns how many tasks will be replanned.
+
+    Due rows alone would not do: a task that no policy matched has none, and a task whose
+    steps lie days ahead would keep the old due times on its badge until then."""
+    with connection.cursor() as cursor:
+        cursor.execute(REPLAN_OPEN_TASKS_SQL)
+        count = cursor.rowcount
+    logger.info("SLA configuration changed: %s open tasks to plan again", count)
+    return count
+
+
 @transaction.atomic
 def recompute_due_for_tasks(*, task_ids: list[int], now: datetime | None = None) -> int:
     """Recompute and store the due times and pending steps of these tasks. Returns how many."""

@@ -1,4 +1,4 @@
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from auditlog.models import LogEntry
@@ -115,6 +115,39 @@ def test_a_manager_adds_a_policy_with_a_step(client, manager):
     changes = repr(list(LogEntry.objects.values("changes")))
     assert "shh-secret" not in changes
     assert "shh" not in changes
+
+
+def test_a_policy_saved_in_the_admin_replans_the_open_tasks(client, manager):
+    from escalation import services
+
+    waiting = TaskFactory(received_at=timezone.now())
+    services.sweep()
+    waiting.refresh_from_db()
+    assert waiting.claim_due_at is None  # no policy yet
+    data = {
+        "name": "Everything: claimed within an hour",
+        "is_active": "on",
+        "order": "10",
+        "priorities": "",
+        "first_claim_minutes": "60",
+        "resolution_minutes": "",
+        "calendar": "",
+        **inline_management("steps"),
+    }
+
+    response = client.post(reverse("admin:escalation_slapolicy_add"), data, follow=True)
+
+    assert "1 open task will have their due times planned again" in response.content.decode()
+    services.sweep()
+    waiting.refresh_from_db()
+    assert waiting.claim_due_at == waiting.received_at + timedelta(minutes=60)
+
+    policy = SlaPolicy.objects.get(name=data["name"])
+    switched_off = {key: value for key, value in data.items() if key != "is_active"}
+    client.post(reverse("admin:escalation_slapolicy_change", args=[policy.pk]), switched_off)
+    services.sweep()
+    waiting.refresh_from_db()
+    assert waiting.claim_due_at is None  # its policy is switched off
 
 
 def test_acknowledge_action_records_who_and_when(client, manager):

@@ -70,6 +70,27 @@ def test_a_task_no_policy_matches_is_not_left_stale():
 
 
 @pytest.mark.django_db
+def test_a_policy_added_later_applies_to_the_open_tasks_already_waiting():
+    SlaPolicyFactory(priorities=[1])
+    task = aged(30, priority=4)
+    closed = aged(30, priority=4, status=Task.Status.RESOLVED)
+    services.sweep()
+    task.refresh_from_db()
+    assert task.claim_due_at is None and stale_ids() == []
+
+    SlaPolicyFactory(first_claim_minutes=60, resolution_minutes=None)
+    assert services.sla_configuration_changed() == 1  # the open task, not the closed one
+    assert stale_ids() == [task.pk]
+    services.sweep()
+
+    task.refresh_from_db()
+    closed.refresh_from_db()
+    assert task.claim_due_at == task.received_at + timedelta(minutes=60)
+    assert closed.claim_due_at is None
+    assert stale_ids() == []
+
+
+@pytest.mark.django_db
 def test_closed_tasks_are_never_recomputed_as_changed():
     at_risk_then_raise()
     aged(10, status=Task.Status.RESOLVED)
