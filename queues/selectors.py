@@ -41,7 +41,12 @@ def _task_queryset(user, tasks: QuerySet[Task] | None = None) -> QuerySet[Task]:
         (Task.objects.visible_to(user) if tasks is None else tasks)
         # "sla" is escalation's TaskSla, named only: it feeds the SLA badge without a query.
         .select_related(
-            "task_type", "queue", "queue__department", "assignee", "required_skill", "sla"
+            "task_type",
+            "queue",
+            "queue__department",
+            "assignee",
+            "required_skill",
+            "sla__policy__calendar",
         )
         .annotate(
             # The page lists files only when there are some: no query for the many without.

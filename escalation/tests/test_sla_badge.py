@@ -147,3 +147,46 @@ def test_the_task_page_header_shows_the_badge(client, clinic):
     head = page.split('class="task-head__badges"', 1)[1].split("</div>", 1)[0]
     assert "At risk · " in head
     assert " left</span>" in head
+
+
+@pytest.mark.django_db
+def test_a_policy_on_clinic_hours_counts_the_time_left_in_clinic_hours():
+    """Due at 10:00 on a weekday, seen at 19:00 the evening before: two clinic hours are left
+    (not fifteen), and the at-risk quarter is counted the same way."""
+    from zoneinfo import ZoneInfo
+
+    from escalation.tests.factories import BusinessCalendarFactory, SlaPolicyFactory
+
+    new_york = ZoneInfo("America/New_York")
+    calendar = BusinessCalendarFactory(
+        time_zone="America/New_York",
+        hours={str(day): [["08:00", "17:00"]] for day in range(5)},
+        country="",
+    )
+    policy = SlaPolicyFactory(calendar=calendar, first_claim_minutes=240)
+    received = datetime(2026, 3, 2, 15, 0, tzinfo=new_york)  # Monday 3 p.m.
+    due = datetime(2026, 3, 3, 10, 0, tzinfo=new_york)  # 2 h on Monday, 2 h on Tuesday
+    made = TaskFactory(received_at=received, claim_due_at=due)
+    TaskSla.objects.create(task=made, policy=policy, task_version=1, computed_at=received)
+    seen = Task.objects.select_related("sla__policy__calendar").get(pk=made.pk)
+
+    evening = datetime(2026, 3, 2, 19, 0, tzinfo=new_york)
+    state = sla_state(seen, evening)
+    assert (state.state, state.words) == ("on-time", "2 h of clinic hours left")
+    # 50 minutes of clinic time left of 240: under a quarter, at risk.
+    assert sla_state(seen, datetime(2026, 3, 3, 9, 10, tzinfo=new_york)).state == "at-risk"
+    late = sla_state(seen, datetime(2026, 3, 3, 17, 30, tzinfo=new_york))
+    assert (late.state, late.words) == ("breached", "overdue by 7 h of clinic hours")
+
+
+@pytest.mark.django_db
+def test_without_the_calendar_fetched_the_badge_runs_no_query(django_assert_num_queries):
+    from escalation.tests.factories import BusinessCalendarFactory, SlaPolicyFactory
+
+    policy = SlaPolicyFactory(calendar=BusinessCalendarFactory(country=""))
+    made = TaskFactory(received_at=RECEIVED, claim_due_at=CLAIM_DUE)
+    TaskSla.objects.create(task=made, policy=policy, task_version=1, computed_at=RECEIVED)
+    seen = Task.objects.select_related("sla").get(pk=made.pk)
+    with django_assert_num_queries(0):
+        words = sla_state(seen, RECEIVED + timedelta(hours=1, minutes=50)).words
+    assert words == "2 h 10 min left"  # wall-clock, as before

@@ -174,8 +174,11 @@ def _page(
     The rows are fetched by the sort key (WHERE key > cursor ORDER BY key LIMIT n+1), so a page
     costs the same however deep it is, and rows that arrive or leave meanwhile shift nothing.
     """
-    # "sla" (escalation's TaskSla, by name: queues does not import escalation) for the badge.
-    tasks = tasks.select_related("task_type", "assignee", "sla").defer("body", "metadata")
+    # "sla" (escalation's TaskSla, by name: queues does not import escalation), with its policy
+    # and calendar, for the badge: it counts clinic hours when the policy does.
+    tasks = tasks.select_related("task_type", "assignee", "sla__policy__calendar").defer(
+        "body", "metadata"
+    )
     if before is not None:
         earlier = tasks.filter(_beyond(sort, before, backwards=True))
         rows = list(earlier.order_by(*_order(sort, backwards=True))[: PAGE_SIZE + 1])

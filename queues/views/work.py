@@ -40,7 +40,7 @@ def my_work(request):
     tasks = list(
         Task.objects.visible_to(user)
         .filter(assignee=user, status__in=MINE)
-        .select_related("task_type", "queue", "sla")
+        .select_related("task_type", "queue", "sla__policy__calendar")
         .defer("body", "metadata")
         .order_by("priority", "created_at", "id")
     )
