@@ -11,8 +11,9 @@ below). A closed task, or one without a due time, has no badge.
 The TaskSla row is read only when the view fetched it (`select_related("sla")`): a template
 filter never runs a query of its own. When the view also fetched the policy's calendar
 (`select_related("sla__policy__calendar")`) and the policy counts clinic hours, the time left
-(or overdue) and the at-risk quarter are counted in clinic hours too ("2 h of clinic hours
-left" at 7 p.m. for a task due at 10 the next morning), as the deadline itself was; otherwise
+(or overdue) and the at-risk quarter are counted in clinic hours too ("2 h left" at 7 p.m.
+for a task due at 10 the next morning, and the tooltip says it counts clinic hours), as the
+deadline itself was; otherwise
 wall-clock time. The calendar is built (holidays, and its closures: one query) once an hour
 per process and calendar edit.
 """
@@ -43,6 +44,7 @@ class SlaState:
     target: str
     due_at: datetime
     words: str
+    clock: str = ""  # "clinic hours" when the words count the policy's calendar
 
 
 LABELS = {"on-time": "On time", "at-risk": "At risk", "breached": "Breached"}
@@ -131,7 +133,7 @@ def sla_state(task: Task, now: datetime | None = None) -> SlaState | None:
 def _business_state(task, sla, calendar, target: str, due_at: datetime, now: datetime):
     if now >= due_at:
         late = _business_minutes(calendar, due_at, now, now)
-        state, words = "breached", f"overdue by {_minutes_text(late)} of clinic hours"
+        state, words = "breached", f"overdue by {_minutes_text(late)}"
     else:
         # The whole target is the policy's minutes of clinic time (the deadline was planned
         # from them), so only the time left is counted here.
@@ -141,8 +143,15 @@ def _business_state(task, sla, calendar, target: str, due_at: datetime, now: dat
         ) or 0
         left = _business_minutes(calendar, now, due_at, now)
         state = "at-risk" if sla.at_risk or left < whole * AT_RISK_SHARE else "on-time"
-        words = f"{_minutes_text(left)} of clinic hours left"
-    return SlaState(state=state, label=LABELS[state], target=target, due_at=due_at, words=words)
+        words = f"{_minutes_text(left)} left"
+    return SlaState(
+        state=state,
+        label=LABELS[state],
+        target=target,
+        due_at=due_at,
+        words=words,
+        clock="clinic hours",
+    )
 
 
 @register.filter
@@ -151,13 +160,18 @@ def sla_badge(task, now=None):
     sla = sla_state(task, now if isinstance(now, datetime) else None)
     if sla is None:
         return ""
+    # The words stay short for the lists' Due column; whether they count clinic hours is in
+    # the tooltip and read out to screen readers.
+    clock = f", counted in {sla.clock}" if sla.clock else ""
     return format_html(
-        '<span class="badge badge--sla badge--{}" title="{} due {}">'
-        '<span class="visually-hidden">SLA {}: </span>{} · {}</span>',
+        '<span class="badge badge--sla badge--{}" title="{} due {}{}">'
+        '<span class="visually-hidden">SLA {}{}: </span>{} · {}</span>',
         sla.state,
         sla.target,
         long_when(sla.due_at),
+        clock,
         sla.target.lower(),
+        clock,
         sla.label,
         sla.words,
     )

@@ -172,11 +172,14 @@ def test_a_policy_on_clinic_hours_counts_the_time_left_in_clinic_hours():
 
     evening = datetime(2026, 3, 2, 19, 0, tzinfo=new_york)
     state = sla_state(seen, evening)
-    assert (state.state, state.words) == ("on-time", "2 h of clinic hours left")
+    assert (state.state, state.words, state.clock) == ("on-time", "2 h left", "clinic hours")
+    badge = sla_badge(seen, evening)
+    assert "On time · 2 h left" in badge
+    assert "counted in clinic hours" in badge  # in the tooltip and for screen readers
     # 50 minutes of clinic time left of 240: under a quarter, at risk.
     assert sla_state(seen, datetime(2026, 3, 3, 9, 10, tzinfo=new_york)).state == "at-risk"
     late = sla_state(seen, datetime(2026, 3, 3, 17, 30, tzinfo=new_york))
-    assert (late.state, late.words) == ("breached", "overdue by 7 h of clinic hours")
+    assert (late.state, late.words) == ("breached", "overdue by 7 h")
 
 
 @pytest.mark.django_db
