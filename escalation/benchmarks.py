@@ -181,28 +181,38 @@ def _count(sql_text: str, params: dict[str, Any] | None = None) -> int:
         return cursor.fetchone()[0]
 
 
-def _due_sweep(figures: dict[str, Any], step_ids: list[int]) -> None:
-    """10% of the open tasks with both steps due a minute ago; sweep until nothing is due."""
+def _make_due(step_ids: list[int], *, remainder: int) -> int:
+    """Both steps due a minute or two ago for every open task not on hold whose id leaves
+    `remainder` modulo DUE_SHARE_MODULO (10% of them); how many."""
     from django.utils import timezone
-
-    from escalation import services
 
     now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE escalation_tasksla s SET next_step_at = %(first)s,"
             " pending_step_ids = %(steps)s, pending_fire_at = ARRAY[%(first)s, %(second)s]"
-            "  FROM queues_task t"
-            " WHERE t.id = s.task_id AND t.status <> 'on_hold' AND mod(t.id, %(m)s) = 0",
+            "  FROM queues_task t WHERE t.id = s.task_id AND t.status <> 'on_hold'"
+            "   AND mod(t.id, %(m)s) = %(r)s",
             {
                 "first": now - timedelta(minutes=2),
                 "second": now - timedelta(minutes=1),
                 "steps": step_ids,
                 "m": DUE_SHARE_MODULO,
+                "r": remainder,
             },
         )
         due_rows = cursor.rowcount
         cursor.execute("VACUUM ANALYZE escalation_tasksla")
+    return due_rows
+
+
+def _due_sweep(figures: dict[str, Any], step_ids: list[int]) -> None:
+    """10% of the open tasks with both steps due a minute ago; sweep until nothing is due."""
+    from django.utils import timezone
+
+    from escalation import services
+
+    due_rows = _make_due(step_ids, remainder=0)
     events_before = _count("SELECT count(*) FROM queues_taskevent WHERE kind = 'escalated'")
     figures["due_tasks"] = due_rows
     figures["due_steps"] = 2 * due_rows
@@ -361,27 +371,11 @@ def _floor_writes(figures: dict[str, Any], step_ids: list[int]) -> None:
     import threading
 
     import psycopg
-    from django.utils import timezone
 
     from clinicdesk.bench import conn_params
 
-    now = timezone.now()
+    figures["floor_due_tasks"] = _make_due(step_ids, remainder=DUE_SHARE_MODULO // 2)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE escalation_tasksla s SET next_step_at = %(first)s,"
-            " pending_step_ids = %(steps)s, pending_fire_at = ARRAY[%(first)s, %(second)s]"
-            "  FROM queues_task t WHERE t.id = s.task_id AND t.status <> 'on_hold'"
-            "   AND mod(t.id, %(m)s) = %(r)s",
-            {
-                "first": now - timedelta(minutes=2),
-                "second": now - timedelta(minutes=1),
-                "steps": step_ids,
-                "m": DUE_SHARE_MODULO,
-                "r": DUE_SHARE_MODULO // 2,
-            },
-        )
-        figures["floor_due_tasks"] = cursor.rowcount
-        cursor.execute("VACUUM ANALYZE escalation_tasksla")
         cursor.execute("VACUUM ANALYZE queues_task")
         cursor.execute("CHECKPOINT")
     database = connection.settings_dict["NAME"]

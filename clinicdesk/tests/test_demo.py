@@ -1,5 +1,6 @@
 from datetime import datetime
 from io import StringIO
+from zoneinfo import ZoneInfo
 
 import pytest
 from auditlog.models import LogEntry
@@ -23,12 +24,14 @@ from clinicdesk.demo import (
     STAFF,
     TASK_TYPES,
 )
+from escalation import services as escalation_services
 from queues.models import Queue, Task, TaskType
 from routing import selectors
 from routing.models import ClassificationRule, RoutingRule, RuleSet
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
+NEW_YORK = ZoneInfo("America/New_York")
 
 
 @pytest.fixture(autouse=True)
@@ -258,23 +261,23 @@ def test_tasks_zero_builds_the_clinic():
     assert Site.objects.filter(code="riverside").exists()
 
 
+def submit_at(received: datetime, **fields) -> Task:
+    """A request through intake and routing, as if it arrived at `received`."""
+    from routing.services import task_submit
+
+    return task_submit(actor="client:test", now=received, received_at=received, **fields)
+
+
 def test_demo_sla_policies_escalate_a_prior_authorization_nobody_claimed():
     """The demo's SLA policies are live: a prior-authorization update received at 9:00 on a
     Tuesday and still unclaimed at 11:30 is at risk, and its authorization lead is told."""
-    from zoneinfo import ZoneInfo
-
-    from escalation import services as escalation_services
     from escalation.models import Escalation, Notification, SlaPolicy
-    from routing.services import task_submit
 
     run_demo()
     assert SlaPolicy.objects.filter(is_active=True).count() == len(SLA_POLICIES)
-    new_york = ZoneInfo("America/New_York")
-    received = datetime(2026, 11, 17, 9, 0, tzinfo=new_york)
-    task = task_submit(
-        actor="client:test",
-        now=received,
-        received_at=received,
+    received = datetime(2026, 11, 17, 9, 0, tzinfo=NEW_YORK)
+    task = submit_at(
+        received,
         channel="fax",
         subject="Prior auth update REF-1234",
         body="Payer needs more information for the MRI.",
@@ -284,13 +287,13 @@ def test_demo_sla_policies_escalate_a_prior_authorization_nobody_claimed():
     )
     assert task.task_type.code == "prior_auth_update"
 
-    later = datetime(2026, 11, 17, 11, 30, tzinfo=new_york)
+    later = datetime(2026, 11, 17, 11, 30, tzinfo=NEW_YORK)
     while escalation_services.sweep_batch(now=later).worked:
         pass
 
     task.refresh_from_db()
     policy = SlaPolicy.objects.get(name__startswith="Prior authorization")
-    assert task.claim_due_at == datetime(2026, 11, 17, 11, 0, tzinfo=new_york)
+    assert task.claim_due_at == datetime(2026, 11, 17, 11, 0, tzinfo=NEW_YORK)
     fired = Escalation.objects.filter(task=task).order_by("level")
     assert [(e.step.policy_id, e.level) for e in fired] == [(policy.pk, 1), (policy.pk, 2)]
     (notice,) = Notification.objects.filter(escalation__task=task)
@@ -301,18 +304,10 @@ def test_demo_sla_policies_escalate_a_prior_authorization_nobody_claimed():
 def test_demo_sla_policies_count_business_hours_over_a_weekend():
     """Received Friday at 16:00, a prior authorization is due to be claimed Monday at 9:00
     (one clinic hour on Friday, one on Monday)."""
-    from zoneinfo import ZoneInfo
-
-    from escalation import services as escalation_services
-    from routing.services import task_submit
-
     run_demo()
-    new_york = ZoneInfo("America/New_York")
-    received = datetime(2026, 11, 20, 16, 0, tzinfo=new_york)
-    task = task_submit(
-        actor="client:test",
-        now=received,
-        received_at=received,
+    received = datetime(2026, 11, 20, 16, 0, tzinfo=NEW_YORK)
+    task = submit_at(
+        received,
         channel="portal",
         subject="Prior authorization request",
         body="Please start a prior authorization.",
@@ -320,4 +315,4 @@ def test_demo_sla_policies_count_business_hours_over_a_weekend():
     )
     escalation_services.sweep_batch(now=received)
     task.refresh_from_db()
-    assert task.claim_due_at == datetime(2026, 11, 23, 9, 0, tzinfo=new_york)
+    assert task.claim_due_at == datetime(2026, 11, 23, 9, 0, tzinfo=NEW_YORK)
