@@ -123,32 +123,52 @@ def _queue_permission_filter(user, codename: str, *, global_perms: bool) -> Q:
     return condition
 
 
-# What one user may do in the queue of the outer query ("queues_queue"."id"), written by hand
-# for the queue pages, which ask it on every view and every 10-second refresh: the same rules as
-# `_queue_permission_filter` (object permissions through the user's groups or their own; a
-# model-wide grant for seeing), in a statement PostgreSQL plans in a fraction of the ORM's.
-_OBJECT_GRANT_SQL = """(
+# The queue permission rules as hand-written SQL, for the paths that ask them on every request
+# (the queue pages and their 10-second refresh, Next task): the same rules as
+# `_queue_permission_filter`, in statements PostgreSQL plans in a fraction of the ORM's time.
+# `queue_id` is the SQL of the queue's id in the enclosing query, `user` the placeholder of the
+# user's id (each fragment uses it twice); codenames are this module's constants, inlined.
+QUEUE_CODENAMES = ("view_queue", "work_queue")
+
+
+def object_grant_sql(*, queue_id: str, codename: str, user: str = "%s") -> str:
+    """EXISTS: the user holds `codename` on the queue, through one of their groups or their
+    own (guardian's object permissions)."""
+    if codename not in QUEUE_CODENAMES:
+        raise ValueError(f"not a queue permission: {codename!r}")
+    return f"""(
     EXISTS (SELECT 1 FROM guardian_groupobjectpermission gop
               JOIN auth_user_groups ug ON ug.group_id = gop.group_id
               JOIN auth_permission p ON p.id = gop.permission_id
               JOIN django_content_type ct ON ct.id = p.content_type_id
-             WHERE ug.user_id = %s AND p.codename = %s AND ct.app_label = 'queues'
-               AND ct.model = 'queue' AND gop.object_pk = "queues_queue"."id"::text)
+             WHERE ug.user_id = {user} AND p.codename = '{codename}' AND ct.app_label = 'queues'
+               AND ct.model = 'queue' AND gop.object_pk = {queue_id}::text)
  OR EXISTS (SELECT 1 FROM guardian_userobjectpermission uop
               JOIN auth_permission p ON p.id = uop.permission_id
               JOIN django_content_type ct ON ct.id = p.content_type_id
-             WHERE uop.user_id = %s AND p.codename = %s AND ct.app_label = 'queues'
-               AND ct.model = 'queue' AND uop.object_pk = "queues_queue"."id"::text))"""
-_MODEL_GRANT_SQL = """(
+             WHERE uop.user_id = {user} AND p.codename = '{codename}' AND ct.app_label = 'queues'
+               AND ct.model = 'queue' AND uop.object_pk = {queue_id}::text))"""
+
+
+def model_grant_sql(*, codename: str, user: str = "%s") -> str:
+    """EXISTS: the user holds `codename` on every queue (a model-wide permission), through one
+    of their groups or their own."""
+    if codename not in QUEUE_CODENAMES:
+        raise ValueError(f"not a queue permission: {codename!r}")
+    return f"""(
     EXISTS (SELECT 1 FROM auth_group_permissions gp
               JOIN auth_user_groups ug ON ug.group_id = gp.group_id
               JOIN auth_permission p ON p.id = gp.permission_id
               JOIN django_content_type ct ON ct.id = p.content_type_id
-             WHERE ug.user_id = %s AND p.codename = %s AND ct.app_label = 'queues')
+             WHERE ug.user_id = {user} AND p.codename = '{codename}' AND ct.app_label = 'queues')
  OR EXISTS (SELECT 1 FROM auth_user_user_permissions up
               JOIN auth_permission p ON p.id = up.permission_id
               JOIN django_content_type ct ON ct.id = p.content_type_id
-             WHERE up.user_id = %s AND p.codename = %s AND ct.app_label = 'queues'))"""
+             WHERE up.user_id = {user} AND p.codename = '{codename}'
+               AND ct.app_label = 'queues'))"""
+
+
+_OUTER_QUEUE = '"queues_queue"."id"'
 _ROLE_SQL = """EXISTS (SELECT 1 FROM auth_user_groups ug JOIN auth_group g ON g.id = ug.group_id
                 WHERE ug.user_id = %s AND g.name = %s)"""
 
@@ -156,16 +176,22 @@ _ROLE_SQL = """EXISTS (SELECT 1 FROM auth_user_groups ug JOIN auth_group g ON g.
 def queue_access_annotations(user, *, roles: tuple[str, ...] = ()) -> dict[str, RawSQL]:
     """Annotations for a query of Queue: `user_may_see`, `user_may_work` and `user_is_<role>`
     (lower-cased) for each role named. See `QueueQuerySet.visible_to`/`workable_by`."""
-    # RawSQL below: constant SQL text, every value a query parameter.
+    # RawSQL below: SQL text built from constants, every value a query parameter.
     uid = user.pk
-    see = f"({_OBJECT_GRANT_SQL} OR {_MODEL_GRANT_SQL})"
     if user.is_superuser:
-        see = "TRUE"
-    view = [] if user.is_superuser else [uid, "view_queue"] * 4
+        see, view = "TRUE", []
+    else:
+        see = (
+            f"({object_grant_sql(queue_id=_OUTER_QUEUE, codename='view_queue')}"
+            f" OR {model_grant_sql(codename='view_queue')})"
+        )
+        view = [uid] * 4
     annotations = {
         "user_may_see": RawSQL(see, view, output_field=models.BooleanField()),  # noqa: S611
         "user_may_work": RawSQL(  # noqa: S611
-            _OBJECT_GRANT_SQL, [uid, "work_queue"] * 2, output_field=models.BooleanField()
+            object_grant_sql(queue_id=_OUTER_QUEUE, codename="work_queue"),
+            [uid] * 2,
+            output_field=models.BooleanField(),
         ),
     }
     for role in roles:

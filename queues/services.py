@@ -28,7 +28,7 @@ from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
 from accounts import services as accounts_services
-from queues.models import Queue, Task, TaskEvent
+from queues.models import Queue, Task, TaskEvent, object_grant_sql
 
 QUEUE_PERMISSIONS = ("queues.view_queue", "queues.work_queue")
 
@@ -350,22 +350,10 @@ def claim_next_statement(*, user, queue_ids: list[int], now: datetime) -> tuple[
 # `Queue.objects.workable_by(user).filter(is_active=True)` as plain SQL: the same object
 # permissions (through the person's groups, or their own), without compiling the ORM's EXISTS
 # subqueries on every press of Next task.
-WORKABLE_QUEUE_IDS_SQL = """
+WORKABLE_QUEUE_IDS_SQL = f"""
 SELECT q.id FROM queues_queue q
- WHERE q.is_active AND (
-       EXISTS (SELECT 1 FROM auth_user_groups ug
-                 JOIN guardian_groupobjectpermission gop ON gop.group_id = ug.group_id
-                 JOIN auth_permission p ON p.id = gop.permission_id
-                 JOIN django_content_type ct ON ct.id = p.content_type_id
-                WHERE ug.user_id = %(user_id)s AND p.codename = 'work_queue'
-                  AND ct.app_label = 'queues' AND ct.model = 'queue'
-                  AND gop.object_pk = q.id::text)
-    OR EXISTS (SELECT 1 FROM guardian_userobjectpermission uop
-                 JOIN auth_permission p ON p.id = uop.permission_id
-                 JOIN django_content_type ct ON ct.id = p.content_type_id
-                WHERE uop.user_id = %(user_id)s AND p.codename = 'work_queue'
-                  AND ct.app_label = 'queues' AND ct.model = 'queue'
-                  AND uop.object_pk = q.id::text))
+ WHERE q.is_active
+   AND {object_grant_sql(queue_id="q.id", codename="work_queue", user="%(user_id)s")}
  ORDER BY q.id
 """
 
