@@ -1,4 +1,5 @@
 import factory
+from django.db import connection
 from faker import Faker
 
 from accounts.tests.factories import DepartmentFactory
@@ -75,3 +76,28 @@ class InboundMessageFactory(factory.django.DjangoModelFactory):
     channel = Channel.API
     payload = b'{"subject": "Refill request"}'
     content_type = "application/json"
+
+
+def closed_tasks(queue: Queue, count: int) -> None:
+    """`count` resolved tasks in one INSERT … SELECT, older than any open one: the bulk of a
+    real table, which a plan test needs before the statistics make the planner choose as it
+    would on a million rows."""
+    task_type = TaskTypeFactory(default_queue=queue)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO queues_task (
+                channel, external_id, priority, status, weight, min_skill_level,
+                waiting_for_capacity, patient_mrn, patient_name, subject, body, request_type,
+                source_system, tags, metadata, created_at, updated_at, resolved_at,
+                claim_due_at, hold_reason, outcome, reroute_count, reopen_count, version,
+                queue_id, task_type_id)
+            SELECT 'portal', '', 1 + mod(i, 4), 'resolved', 1, 1, false, '', '',
+                   'closed ' || i, '', '', '', '{}', '{}',
+                   now() - interval '30 days' + i * interval '1 minute', now(), now(),
+                   now() - interval '30 days' + i * interval '1 minute', '', 'done', 0, 0, 1,
+                   %s, %s
+              FROM generate_series(1, %s) AS i
+            """,
+            [queue.pk, task_type.pk, count],
+        )

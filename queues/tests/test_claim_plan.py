@@ -17,7 +17,7 @@ from accounts.tests.factories import DepartmentFactory, StaffProfileFactory
 from queues import services
 from queues.benchmarks import claim_select_sql, explain_claim, summarize_plan
 from queues.models import Task
-from queues.tests.factories import QueueFactory, TaskTypeFactory
+from queues.tests.factories import QueueFactory, closed_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -37,29 +37,6 @@ def queue(department):
 @pytest.fixture
 def worker(department):
     return StaffProfileFactory(departments=[department], capacity=100).user
-
-
-def _closed_tasks(queue, count: int) -> None:
-    """`count` resolved tasks in one INSERT … SELECT, older than any queued one."""
-    task_type = TaskTypeFactory(default_queue=queue)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO queues_task (
-                channel, external_id, priority, status, weight, min_skill_level,
-                waiting_for_capacity, patient_mrn, patient_name, subject, body, request_type,
-                source_system, tags, metadata, created_at, updated_at, resolved_at,
-                claim_due_at, hold_reason, outcome, reroute_count, reopen_count, version,
-                queue_id, task_type_id)
-            SELECT 'portal', '', 1 + mod(i, 4), 'resolved', 1, 1, false, '', '',
-                   'closed ' || i, '', '', '', '{}', '{}',
-                   now() - interval '30 days' + i * interval '1 minute', now(), now(),
-                   now() - interval '30 days' + i * interval '1 minute', '', 'done', 0, 0, 1,
-                   %s, %s
-              FROM generate_series(1, %s) AS i
-            """,
-            [queue.pk, task_type.pk, count],
-        )
 
 
 def _queued(queue, priority: int, due, **fields) -> Task:
@@ -82,7 +59,7 @@ def _plan_text(queue_ids, *, generic: bool) -> str:
 @pytest.fixture
 def big_table_statistics(queue):
     """Closed tasks, a few queued ones, fresh statistics and sequential scans priced out."""
-    _closed_tasks(queue, CLOSED)
+    closed_tasks(queue, CLOSED)
     now = timezone.now()
     for n in range(40):
         _queued(queue, 1 + n % 4, now + timedelta(minutes=n))
@@ -131,7 +108,7 @@ def test_claim_plan_runs_on_few_buffers(queue, big_table_statistics):
 
 
 def test_claim_order_is_priority_then_claim_due_then_id(queue, worker):
-    _closed_tasks(queue, 500)
+    closed_tasks(queue, 500)
     now = timezone.now()
     soon, later = now + timedelta(minutes=5), now + timedelta(hours=2)
     tasks = [
@@ -162,7 +139,7 @@ def test_someone_who_works_one_queue_walks_only_that_queue(queue, worker):
     from queues.services import CLAIM_ONE_QUEUE_PICK_SQL
 
     other = QueueFactory()
-    _closed_tasks(queue, CLOSED)
+    closed_tasks(queue, CLOSED)
     for n in range(50):
         _queued(other, 1, timezone.now() + timedelta(minutes=n))  # more urgent, elsewhere
     mine = _queued(queue, 3, timezone.now())
