@@ -58,7 +58,11 @@ def _matter(task: Task, policy: DedupPolicy) -> tuple[Q, list[str]]:
     and the advisory-lock keys of the matter (sorted, so every intake locks in one order)."""
     same, keys = Q(), []
     if policy.by_patient and task.patient_mrn:
-        same |= Q(patient_mrn=task.patient_mrn, task_type_id=policy.task_type_id)
+        same |= Q(
+            patient_mrn=task.patient_mrn,
+            patient_mrn__nonblank=True,  # the generic plan may then use `task_by_patient`
+            task_type_id=policy.task_type_id,
+        )
         keys.append(f"dedup:patient:{policy.task_type_id}:{task.patient_mrn}")
     thread = thread_key(task)
     if policy.by_thread and thread:

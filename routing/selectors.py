@@ -271,6 +271,10 @@ SELECT sp.user_id, u.username, u.first_name, u.last_name, sp.availability,
        (%(patient)s <> '' AND EXISTS (
             SELECT 1 FROM queues_task t
              WHERE t.assignee_id = u.id AND t.patient_mrn = %(patient)s
+               -- Implied by the line above, but a prepared statement's generic plan cannot
+               -- see it: spelled out, `task_by_patient` answers instead of a scan of every
+               -- open task.
+               AND t.patient_mrn <> ''
                AND t.status IN ('assigned', 'in_progress', 'on_hold'))) AS continuity
   FROM accounts_staffprofile sp
   JOIN auth_user u ON u.id = sp.user_id

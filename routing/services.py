@@ -1010,7 +1010,7 @@ SELECT user_id, active_load, capacity, last_assigned_at
 
 OPEN_BY_PATIENT_SQL = """
 SELECT DISTINCT assignee_id, patient_mrn FROM queues_task
- WHERE patient_mrn = ANY(%(mrns)s) AND assignee_id IS NOT NULL
+ WHERE patient_mrn = ANY(%(mrns)s) AND patient_mrn <> '' AND assignee_id IS NOT NULL
    AND status IN ('assigned', 'in_progress', 'on_hold')
 """
 

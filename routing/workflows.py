@@ -322,7 +322,7 @@ def _same_matter(task: Task) -> Q:
     matter = Q(pk__in=[])
     if task.patient_mrn and task.task_type_id:
         type_id = task.task_type_id
-        matter = Q(patient_mrn=task.patient_mrn) & (
+        matter = Q(patient_mrn=task.patient_mrn, patient_mrn__nonblank=True) & (
             Q(task_type_id=type_id)
             | Q(parent__task_type_id=type_id)
             | Q(parent__children__task_type_id=type_id)
@@ -332,14 +332,19 @@ def _same_matter(task: Task) -> Q:
     return matter
 
 
+# `patient_mrn <> ''` follows from the first condition, but a prepared statement's generic
+# plan cannot see it: spelled out, the partial index `task_by_patient` answers.
+HELD_WORK_SQL = """
+SELECT EXISTS (SELECT 1 FROM queues_task
+                WHERE patient_mrn = %s AND patient_mrn <> '' AND status = %s)
+"""
+
+
 def _patient_has_held_work(patient_mrn: str) -> bool:
     if not patient_mrn:
         return False
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT EXISTS (SELECT 1 FROM queues_task WHERE patient_mrn = %s AND status = %s)",
-            [patient_mrn, Task.Status.ON_HOLD],
-        )
+        cursor.execute(HELD_WORK_SQL, [patient_mrn, Task.Status.ON_HOLD])
         return cursor.fetchone()[0]
 
 

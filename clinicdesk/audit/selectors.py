@@ -175,7 +175,9 @@ def _task_condition(filters: Filters, column: str, params: list) -> list[str]:
         conditions.append(f"{column} = %s")
         params.append(filters.task_id)
     if filters.mrn:
-        conditions.append(f"{column} IN (SELECT id FROM queues_task WHERE patient_mrn = %s)")
+        conditions.append(
+            f"{column} IN (SELECT id FROM queues_task WHERE patient_mrn = %s AND patient_mrn <> '')"
+        )
         params.append(filters.mrn)
     return conditions
 

@@ -109,7 +109,9 @@ def export(request):
     )
     if filters.task_id or filters.mrn:
         tasks = Task.objects.filter(
-            Q(pk=filters.task_id) if filters.task_id else Q(patient_mrn=filters.mrn)
+            Q(pk=filters.task_id)
+            if filters.task_id
+            else Q(patient_mrn=filters.mrn, patient_mrn__nonblank=True)
         )
         record_tasks_access(request.user, tasks.values_list("pk", flat=True), via="export")
     writer = csv.writer(_Echo())

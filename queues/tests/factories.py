@@ -78,10 +78,19 @@ class InboundMessageFactory(factory.django.DjangoModelFactory):
     content_type = "application/json"
 
 
-def closed_tasks(queue: Queue, count: int) -> None:
-    """`count` resolved tasks in one INSERT … SELECT, older than any open one: the bulk of a
-    real table, which a plan test needs before the statistics make the planner choose as it
-    would on a million rows."""
+def closed_tasks(
+    queue: Queue,
+    count: int,
+    *,
+    status: str = "resolved",
+    assignee_id: int | None = None,
+    patient_prefix: str = "",
+) -> None:
+    """`count` resolved tasks (or of another `status`, for `assignee_id`) in one INSERT …
+    SELECT, older than any open one (with `patient_prefix`, each for a patient of its own,
+    "<prefix><n>"): the bulk of a real table,
+    which a plan test needs before the statistics make the planner choose as it would on a
+    million rows."""
     task_type = TaskTypeFactory(default_queue=queue)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -91,13 +100,23 @@ def closed_tasks(queue: Queue, count: int) -> None:
                 waiting_for_capacity, patient_mrn, patient_name, subject, body, request_type,
                 source_system, tags, metadata, created_at, updated_at, resolved_at,
                 claim_due_at, hold_reason, outcome, reroute_count, reopen_count, version,
-                queue_id, task_type_id)
-            SELECT 'portal', '', 1 + mod(i, 4), 'resolved', 1, 1, false, '', '',
-                   'closed ' || i, '', '', '', '{}', '{}',
-                   now() - interval '30 days' + i * interval '1 minute', now(), now(),
-                   now() - interval '30 days' + i * interval '1 minute', '', 'done', 0, 0, 1,
-                   %s, %s
-              FROM generate_series(1, %s) AS i
+                queue_id, task_type_id, assignee_id)
+            SELECT 'portal', '', 1 + mod(i, 4), %(status)s::text, 1, 1, false,
+                   CASE WHEN %(prefix)s::text = '' THEN '' ELSE %(prefix)s::text || i END, '',
+                   'bulk ' || i, '', '', '', '{}', '{}',
+                   now() - interval '30 days' + i * interval '1 minute', now(),
+                   CASE WHEN %(status)s::text = 'resolved' THEN now() END,
+                   now() - interval '30 days' + i * interval '1 minute', '',
+                   CASE WHEN %(status)s::text = 'resolved' THEN 'done' ELSE '' END, 0, 0, 1,
+                   %(queue)s, %(type)s, %(assignee)s
+              FROM generate_series(1, %(count)s) AS i
             """,
-            [queue.pk, task_type.pk, count],
+            {
+                "status": status,
+                "queue": queue.pk,
+                "type": task_type.pk,
+                "count": count,
+                "assignee": assignee_id,
+                "prefix": patient_prefix,
+            },
         )
