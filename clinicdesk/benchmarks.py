@@ -110,39 +110,118 @@ def _client_process(slot: int, seconds: float, items, now, start_at: float, out)
         out.close()
 
 
-def intake_route_assign_8_clients(ctx: BenchContext) -> dict:
-    """8 concurrent clients, each a process submitting tasks one transaction at a time."""
+def _floor_write_sql() -> str:
+    """One statement that writes a task and its timeline as a copy of a template task (a new
+    external id and patient): the rows intake must write, with nothing decided in Python."""
+    from queues.models import Task, TaskEvent
+
+    def columns(model, skip):
+        return [f.column for f in model._meta.concrete_fields if f.column not in skip]
+
+    task_columns = columns(Task, {"id", "external_id", "patient_mrn"})
+    event_columns = columns(TaskEvent, {"id", "task_id"})
+    return f"""
+WITH t AS (
+  INSERT INTO queues_task (external_id, patient_mrn, {", ".join(task_columns)})
+  SELECT %(external_id)s, %(patient)s, {", ".join(task_columns)}
+    FROM queues_task WHERE id = %(template)s
+  RETURNING id)
+INSERT INTO queues_taskevent (task_id, {", ".join(event_columns)})
+SELECT t.id, {", ".join("e." + c for c in event_columns)}
+  FROM t, queues_taskevent e WHERE e.task_id = %(template)s
+"""
+
+
+def _floor_process(slot, seconds, params, template_id, queue_id, start_at, out) -> None:
+    """A floor client: per task the routing staff read and the one write, prepared
+    statements on plain psycopg, autocommit (one statement, one transaction)."""
+    import psycopg
+
+    from routing.selectors import CANDIDATES_SQL
+
+    try:
+        write = _floor_write_sql()
+        with psycopg.connect(**{**params, "prepare_threshold": 0}, autocommit=True) as conn:
+            cursor = conn.cursor()
+            time.sleep(max(0.0, start_at - time.time()))
+            deadline = time.perf_counter() + seconds
+            samples, n = [], 0
+            while time.perf_counter() < deadline:
+                patient = f"FLOOR-{slot}-{n % 300}"
+                began = time.perf_counter()
+                cursor.execute(CANDIDATES_SQL, {"patient": patient, "queue_id": queue_id})
+                cursor.fetchall()
+                cursor.execute(
+                    write,
+                    {
+                        "external_id": f"floor-{slot}-{n}",
+                        "patient": patient,
+                        "template": template_id,
+                    },
+                )
+                samples.append(time.perf_counter() - began)
+                n += 1
+        out.send(("ok", samples))
+    except BaseException as error:  # reported by the parent
+        out.send(("error", repr(error)))
+    finally:
+        out.close()
+
+
+def _run_processes(target, clients: int, args_for) -> list[float]:
+    """Start `clients` forked processes (`target(*args_for(slot), start_at, pipe)`), all
+    starting together, and gather their latencies."""
     import multiprocessing
 
+    connections.close_all()  # children open their own
+    fork = multiprocessing.get_context("fork")
+    start_at = time.time() + 3.0
+    pipes, processes = [], []
+    for slot in range(clients):
+        receive, send = fork.Pipe(duplex=False)
+        process = fork.Process(target=target, args=(*args_for(slot), start_at, send))
+        process.start()
+        send.close()
+        pipes.append(receive)
+        processes.append(process)
+    results = [pipe.recv() for pipe in pipes]
+    for process in processes:
+        process.join()
+    failures = [detail for status, detail in results if status != "ok"]
+    if failures:
+        raise RuntimeError(f"a client failed: {failures[0]}")
+    return [s for _, slot_samples in results for s in slot_samples]
+
+
+def intake_route_assign_8_clients(ctx: BenchContext) -> dict:
+    """8 concurrent clients, each a process submitting tasks one transaction at a time.
+
+    Then the floor under it (`floor_*`): the same 8 processes doing only what no intake can
+    skip, on plain psycopg with no Django and no decisions: the staff read routing needs to
+    pick a person, and one statement writing the task and its events (a copy of one the
+    product wrote). What the target asks of the whole path can be read against it."""
     clients, seconds = 8, 8.0
-    with ctx.scratch_database("intake_8"):
+    with ctx.scratch_database("intake_8") as database:
         _demo_clinic()
         items = _items(500)
         now = _weekday_morning()
-        connections.close_all()  # children open their own
-        fork = multiprocessing.get_context("fork")
-        start_at = time.time() + 3.0
-        pipes, processes = [], []
-        for slot in range(clients):
-            receive, send = fork.Pipe(duplex=False)
-            process = fork.Process(
-                target=_client_process, args=(slot, seconds, items, now, start_at, send)
-            )
-            process.start()
-            send.close()
-            pipes.append(receive)
-            processes.append(process)
-        results = [pipe.recv() for pipe in pipes]
-        for process in processes:
-            process.join()
-        failures = [detail for status, detail in results if status != "ok"]
-        if failures:
-            raise RuntimeError(f"a client failed: {failures[0]}")
-        samples = [s for _, slot_samples in results for s in slot_samples]
+        samples = _run_processes(_client_process, clients, lambda slot: (slot, seconds, items, now))
         from queues.models import Task
 
         committed = Task.objects.filter(external_id__startswith="bench-").count()
+        template = (
+            Task.objects.filter(external_id__startswith="bench-", waiting_for_capacity=True)
+            .order_by("id")
+            .first()
+        ) or Task.objects.filter(external_id__startswith="bench-").order_by("id").first()
+        floor = _run_processes(
+            _floor_process,
+            clients,
+            lambda slot: (slot, seconds, database.params, template.pk, template.queue_id),
+        )
+        floor_committed = Task.objects.filter(external_id__startswith="floor-").count()
         connections.close_all()
+    floor_rate = len(floor) / seconds
     return {
         "tasks_per_s": round(len(samples) / seconds, 1),
         "target_tasks_per_s": ">= 0.3 W",
@@ -154,6 +233,11 @@ def intake_route_assign_8_clients(ctx: BenchContext) -> dict:
         "target_committed_tasks": f">= {len(samples)}",
         "clients": clients,
         "client_kind": "processes",
+        "floor_tasks_per_s": round(floor_rate, 1),
+        "floor_p50_ms": round(median(floor) * 1000, 2),
+        "floor_p99_ms": round(percentile(floor, 99) * 1000, 2),
+        "floor_committed_tasks": floor_committed,
+        "target_floor_committed_tasks": f">= {len(floor)}",
     }
 
 

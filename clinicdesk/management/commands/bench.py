@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.test.utils import override_settings
 
 from clinicdesk import bench
 
@@ -80,15 +81,18 @@ class Command(BaseCommand):
         if not names:
             known = ", ".join(bench.discover_benchmarks())
             raise CommandError(f"no scenario matches {', '.join(options['only'])}; known: {known}")
-        result = bench.run(
-            only=options["only"],
-            skip_calibration=options["skip_calibration"],
-            calibration_seconds=options["calibration_seconds"],
-            calibration_scale=options["calibration_scale"],
-            json_path=options["json"],
-            stdout=self.stdout,
-            verbosity=options["verbosity"],
-        )
+        # As in production: with DEBUG on, Django logs every statement and formats it with its
+        # parameters in Python, which is not part of what the scenarios measure.
+        with override_settings(DEBUG=False):
+            result = bench.run(
+                only=options["only"],
+                skip_calibration=options["skip_calibration"],
+                calibration_seconds=options["calibration_seconds"],
+                calibration_scale=options["calibration_scale"],
+                json_path=options["json"],
+                stdout=self.stdout,
+                verbosity=options["verbosity"],
+            )
         problems = [f"{r.name} ({r.error})" for r in result.failures]
         if result.calibration_failed:
             problems.insert(0, f"calibration ({result.calibration['error']})")
