@@ -7,6 +7,8 @@ class ClinicDeskConfig(AppConfig):
 
     def ready(self):
         from clinicdesk import checks  # noqa: F401 (registers the deploy checks)
+        from clinicdesk.audit.actor import connect_receiver
         from clinicdesk.audit.records import connect_receivers
 
         connect_receivers()
+        connect_receiver()

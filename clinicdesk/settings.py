@@ -118,7 +118,8 @@ MIDDLEWARE = [
     "accounts.middleware.SignInLimitsMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "auditlog.middleware.AuditlogMiddleware",
+    # django-auditlog's middleware, its receiver connected once (clinicdesk.audit.actor).
+    "clinicdesk.audit.actor.AuditActorMiddleware",
     # Records every 403, and every 404 answered to someone signed in (clinicdesk.audit).
     "clinicdesk.audit.middleware.DenialAuditMiddleware",
     # Last, as django-axes asks: it turns a locked-out sign-in into the lockout page.

@@ -10,11 +10,12 @@ import contextlib
 from collections.abc import Iterable, Iterator
 
 from auditlog.cid import get_cid
-from auditlog.context import auditlog_value, set_extra_data
+from auditlog.context import auditlog_value
 from auditlog.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
 
+from clinicdesk.audit.actor import audit_context
 from queues.models import IntegrationClient, Task
 
 User = get_user_model()
@@ -48,7 +49,7 @@ def audit_actor(actor) -> Iterator[None]:
     an integration client, or a job (`system:<job>`). Requests get the signed-in person from
     the middleware; jobs, commands and API calls wrap their work in this."""
     user, label = actor_parts(actor)
-    with set_extra_data(context_data={"actor": user, "additional_data": {"actor": label}}):
+    with audit_context({"actor": user, "additional_data": {"actor": label}}):
         yield
 
 

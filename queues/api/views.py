@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 
-from auditlog.context import set_actor
-from auditlog.middleware import AuditlogMiddleware
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -38,6 +36,7 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
+from clinicdesk.audit.actor import AuditActorMiddleware, audit_context
 from queues import selectors
 from queues import services as queues_services
 from queues.access import record_task_access
@@ -113,8 +112,12 @@ class ApiView(APIView):
         super().initial(request, *args, **kwargs)
         # The audit log middleware ran before DRF knew the caller (a token is read here, not
         # there): name the caller for the field diffs the services' saves write.
-        self._audit_actor = set_actor(
-            request.user, remote_addr=AuditlogMiddleware._get_remote_addr(request._request)
+        self._audit_actor = audit_context(
+            {
+                "actor": request.user,
+                "remote_addr": AuditActorMiddleware._get_remote_addr(request._request),
+                "remote_port": None,
+            }
         )
         self._audit_actor.__enter__()
 
