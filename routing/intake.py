@@ -42,21 +42,58 @@ class IntakeResult:
         return self.task.duplicate_of
 
 
-def _lock_external_id(channel: str, external_id: str) -> int | None:
-    """Serialise resends of one request (different requests never wait on each other), then
-    return the id of the task it already became, if any. Two statements: the check must see
-    what the lock's previous holder committed, so it cannot share the lock's snapshot."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            [f"intake:{channel}:{external_id}"],
+@dataclasses.dataclass(frozen=True)
+class _Opening:
+    existing_id: int | None  # the task this request already became (a resend)
+    fingerprint: tuple | None  # the active rule set's FINGERPRINT_SQL row
+    task_id: int  # drawn for the new task (unused by a resend: a gap in the ids)
+    patient_has_held_work: bool
+
+
+def _open(draft: TaskDraft) -> _Opening:
+    """What every intake reads first, in one round trip (psycopg's pipeline mode sends the
+    statements together, and PostgreSQL runs them in order):
+
+    - with an external id, serialise resends of one request (different requests never wait
+      on each other), then the id of the task it already became, if any: two statements, as
+      the check must see what the lock's previous holder committed;
+    - the rule set's fingerprint (the routing snapshot is rebuilt only when it changed);
+    - a new task id;
+    - whether the patient has work on hold (that a new item may wake up).
+    """
+    cursors = []
+
+    def run(sql: str, params=None):
+        cursor = connection.cursor()
+        cursor.execute(sql, params)
+        cursors.append(cursor)
+        return cursor
+
+    try:
+        with services.pipeline():
+            if draft.external_id:
+                run(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                    [f"intake:{draft.channel}:{draft.external_id}"],
+                )
+                check = run(
+                    "SELECT id FROM queues_task WHERE channel = %s AND external_id = %s",
+                    [draft.channel, draft.external_id],
+                )
+            fingerprint = run(selectors.FINGERPRINT_SQL, [None])
+            task_id = run(services.NEXT_TASK_ID_SQL)
+            if draft.patient_mrn:
+                held = run(workflows.HELD_WORK_SQL, [draft.patient_mrn, Task.Status.ON_HOLD])
+        existing = check.fetchone() if draft.external_id else None
+        return _Opening(
+            existing_id=existing[0] if existing else None,
+            fingerprint=fingerprint.fetchone(),
+            task_id=task_id.fetchone()[0],
+            patient_has_held_work=bool(held.fetchone()[0]) if draft.patient_mrn else False,
         )
-        cursor.execute(
-            "SELECT id FROM queues_task WHERE channel = %s AND external_id = %s",
-            [channel, external_id],
-        )
-        row = cursor.fetchone()
-    return row[0] if row else None
+    finally:
+        for cursor in cursors:
+            cursor.close()
 
 
 def _classify(task: Task, snapshot: selectors.RoutingSnapshot, now: datetime) -> engine.Decision:
@@ -74,12 +111,11 @@ def intake_submit(
     now: datetime | None = None,
 ) -> IntakeResult:
     now = now or timezone.now()
-    if draft.external_id:
-        existing_id = _lock_external_id(draft.channel, draft.external_id)
-        if existing_id is not None:
-            existing = Task.objects.select_related("duplicate_of").get(pk=existing_id)
-            _finish(inbound, InboundMessage.Status.RESENT, existing)
-            return IntakeResult(existing, False, InboundMessage.Status.RESENT)
+    opening = _open(draft)
+    if opening.existing_id is not None:
+        existing = Task.objects.select_related("duplicate_of").get(pk=opening.existing_id)
+        _finish(inbound, InboundMessage.Status.RESENT, existing)
+        return IntakeResult(existing, False, InboundMessage.Status.RESENT)
 
     if draft.in_reply_to:
         original = Task.objects.filter(
@@ -92,8 +128,8 @@ def intake_submit(
 
     # Decide before writing anything: the new task and its events are then inserted in their
     # final state (`task_insert_routed`), a handful of statements instead of a dozen.
-    snapshot = selectors.routing_snapshot()
-    task = services.task_new(**draft.task_fields())
+    snapshot = selectors.snapshot_for(opening.fingerprint)
+    task = services.task_new(task_id=opening.task_id, **draft.task_fields())
     decision = _classify(task, snapshot, now)
     original = (
         None
@@ -107,7 +143,9 @@ def intake_submit(
         _store_attachments(draft, task, inbound)
         task = dedup.link_duplicate(task=task, original=original, decision=decision, actor=actor)
         # The missing documents a held task waits for land on it, and wake it up.
-        workflows.resume_waiting_for(task=task, actor=actor)
+        workflows.resume_waiting_for(
+            task=task, actor=actor, patient_has_held_work=opening.patient_has_held_work
+        )
         _finish(inbound, InboundMessage.Status.DUPLICATE, task)
         return IntakeResult(task, True, InboundMessage.Status.DUPLICATE)
 
@@ -116,7 +154,9 @@ def intake_submit(
     )
     _store_attachments(draft, task, inbound)
     workflows.on_created(task=task, actor=actor, now=now, snapshot=snapshot)
-    workflows.resume_waiting_for(task=task, actor=actor)
+    workflows.resume_waiting_for(
+        task=task, actor=actor, patient_has_held_work=opening.patient_has_held_work
+    )
     _finish(inbound, InboundMessage.Status.PARSED, task)
     return IntakeResult(task, True, InboundMessage.Status.PARSED)
 

@@ -101,6 +101,12 @@ def routing_snapshot(rule_set_id: int | None = None) -> RoutingSnapshot:
     with connection.cursor() as cursor:
         cursor.execute(FINGERPRINT_SQL, [rule_set_id])
         row = cursor.fetchone()
+    return snapshot_for(row, rule_set_id)
+
+
+def snapshot_for(row: tuple | None, rule_set_id: int | None = None) -> RoutingSnapshot:
+    """The snapshot for a row of FINGERPRINT_SQL (read by the caller, perhaps together with
+    other statements in one round trip): the cached one while the fingerprint holds."""
     if row is None:
         if rule_set_id is None:
             raise NoActiveRuleSet(

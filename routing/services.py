@@ -372,18 +372,20 @@ def task_reclassify(
 def task_submit(*, actor: Actor, now: datetime | None = None, **fields) -> Task:
     """Intake → classify → route → assign, in one transaction."""
     now = now or timezone.now()
-    snapshot = selectors.routing_snapshot()
-    task = task_new(**fields)
+    snapshot, task_id = _snapshot_and_task_id()
+    task = task_new(task_id=task_id, **fields)
     decision = engine.decide(snapshot.compiled, _facts(task, snapshot, now), _NOBODY, now)
     return task_insert_routed(task=task, decision=decision, snapshot=snapshot, actor=actor, now=now)
 
 
-def task_new(**fields) -> Task:
-    """An unsaved new task with its id already drawn, so that routing can decide on it (the
-    rollout split is keyed by the id) before a single row is written."""
-    with connection.cursor() as cursor:
-        cursor.execute(NEXT_TASK_ID_SQL)
-        (task_id,) = cursor.fetchone()
+def task_new(task_id: int | None = None, **fields) -> Task:
+    """An unsaved new task with its id already drawn (here, or by the caller with
+    NEXT_TASK_ID_SQL), so that routing can decide on it (the rollout split is keyed by the id)
+    before a single row is written."""
+    if task_id is None:
+        with connection.cursor() as cursor:
+            cursor.execute(NEXT_TASK_ID_SQL)
+            (task_id,) = cursor.fetchone()
     fields["subject"] = fields.get("subject", "")[:300]
     if received_at := fields.get("received_at"):
         # As the database will give it back: times are UTC.
@@ -394,6 +396,20 @@ def task_new(**fields) -> Task:
 
 
 NEXT_TASK_ID_SQL = "SELECT nextval(pg_get_serial_sequence('queues_task', 'id'))"
+
+
+def _snapshot_and_task_id() -> tuple[selectors.RoutingSnapshot, int]:
+    """The routing snapshot and a new task id, their two statements in one round trip."""
+    with pipeline():
+        fingerprint = connection.cursor()
+        fingerprint.execute(selectors.FINGERPRINT_SQL, [None])
+        next_id = connection.cursor()
+        next_id.execute(NEXT_TASK_ID_SQL)
+    try:
+        return selectors.snapshot_for(fingerprint.fetchone()), next_id.fetchone()[0]
+    finally:
+        fingerprint.close()
+        next_id.close()
 
 
 @transaction.atomic(savepoint=False)

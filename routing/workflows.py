@@ -349,10 +349,15 @@ def _patient_has_held_work(patient_mrn: str) -> bool:
 
 
 @transaction.atomic(savepoint=False)
-def resume_waiting_for(*, task: Task, actor: Actor) -> list[Task]:
+def resume_waiting_for(
+    *, task: Task, actor: Actor, patient_has_held_work: bool | None = None
+) -> list[Task]:
     """Resume the tasks on hold for the same patient and matter as a new inbound item: "Resumed:
-    new documents arrived by fax (#N)". Returns the resumed tasks."""
-    if not task.duplicate_of_id and not _patient_has_held_work(task.patient_mrn):
+    new documents arrived by fax (#N)". Returns the resumed tasks. `patient_has_held_work`:
+    the answer of HELD_WORK_SQL for the task's patient when the caller has read it already."""
+    if patient_has_held_work is None:
+        patient_has_held_work = _patient_has_held_work(task.patient_mrn)
+    if not task.duplicate_of_id and not patient_has_held_work:
         return []  # the common case, answered by one indexed probe
     held = list(
         Task.objects.filter(_same_matter(task), status=Task.Status.ON_HOLD)

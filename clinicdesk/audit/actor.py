@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from contextvars import Token
 from typing import Any
 
 from auditlog import get_logentry_model
@@ -31,11 +32,21 @@ def audit_context(data: dict[str, Any]) -> Iterator[None]:
     """Inside the block, LogEntry rows take their actor (a user, or None) and the other
     LogEntry fields named in `data` (remote_addr, additional_data, …) from `data`. Blocks
     nest; leaving one restores the outer context."""
-    token = auditlog_value.set({**data, "signal_duid": RECEIVER_UID})
+    token = audit_context_enter(data)
     try:
         yield
     finally:
-        auditlog_value.reset(token)
+        audit_context_leave(token)
+
+
+def audit_context_enter(data: dict[str, Any]) -> Token:
+    """`audit_context` for code that enters and leaves in two places (DRF's `initial` and
+    `dispatch`): pass the token to `audit_context_leave`, in the same thread."""
+    return auditlog_value.set({**data, "signal_duid": RECEIVER_UID})
+
+
+def audit_context_leave(token: Token) -> None:
+    auditlog_value.reset(token)
 
 
 def _stamp(sender, instance, **kwargs) -> None:

@@ -36,7 +36,11 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
-from clinicdesk.audit.actor import AuditActorMiddleware, audit_context
+from clinicdesk.audit.actor import (
+    AuditActorMiddleware,
+    audit_context_enter,
+    audit_context_leave,
+)
 from queues import selectors
 from queues import services as queues_services
 from queues.access import record_task_access
@@ -112,21 +116,22 @@ class ApiView(APIView):
         super().initial(request, *args, **kwargs)
         # The audit log middleware ran before DRF knew the caller (a token is read here, not
         # there): name the caller for the field diffs the services' saves write.
-        self._audit_actor = audit_context(
+        self._audit_token = audit_context_enter(
             {
                 "actor": request.user,
                 "remote_addr": AuditActorMiddleware._get_remote_addr(request._request),
                 "remote_port": None,
             }
         )
-        self._audit_actor.__enter__()
 
-    def finalize_response(self, request, response, *args, **kwargs):
-        audit_actor = getattr(self, "_audit_actor", None)
-        if audit_actor is not None:
-            self._audit_actor = None
-            audit_actor.__exit__(None, None, None)
-        return super().finalize_response(request, response, *args, **kwargs)
+    def dispatch(self, request, *args, **kwargs):
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        finally:
+            # Also after an error DRF does not answer itself (it re-raises those).
+            token, self._audit_token = getattr(self, "_audit_token", None), None
+            if token is not None:
+                audit_context_leave(token)
 
 
 @csrf_exempt  # it changes nothing; a POST to a wrong path deserves the JSON 404 too
@@ -366,6 +371,12 @@ TASK_FILTERS = [
 
 def _filter_tasks(queryset, params) -> object:
     errors: dict[str, list[str]] = {}
+    for name in ("queue", "type", "status", "priority", "updated_since"):
+        if "\x00" in params.get(name, ""):
+            # PostgreSQL text cannot hold it, and no code or date contains one.
+            errors[name] = ["Remove the NUL character (%00) from the value."]
+    if errors:
+        raise exceptions.ValidationError(errors)
     if queue := params.get("queue"):
         queryset = queryset.filter(queue__code=queue)
     if task_status := params.get("status"):

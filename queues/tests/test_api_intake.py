@@ -505,6 +505,19 @@ def test_without_active_rules_the_request_is_kept_and_answered_503(ehr, clinic):
     assert not Task.objects.exists()
 
 
+def test_a_resend_is_answered_with_its_task_even_while_no_rules_are_active(ehr, clinic):
+    from routing.models import RuleSet
+
+    first = post(ehr[1], payload())
+    RuleSet.objects.update(status=RuleSet.Status.DRAFT)
+
+    again = post(ehr[1], payload())
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert Task.objects.count() == 1
+
+
 def test_the_task_page_shows_the_caller_and_the_recording(ehr, clinic, client):
     response = post(
         ehr[1],

@@ -135,6 +135,8 @@ def test_filters(clinic, denial):
         ({"priority": "9"}, "priority"),
         ({"updated_since": "yesterday"}, "updated_since"),
         ({"updated_since": "2025-03-01T09:00:00"}, "updated_since"),
+        ({"queue": "billing\x00"}, "queue"),
+        ({"type": "\x00"}, "type"),
     ],
 )
 def test_a_bad_filter_is_named(clinic, params, field):
