@@ -1340,10 +1340,12 @@ def closed_note(day: date) -> str:
 
 def api_intake_payloads(count: int, *, mrn_fallback: str) -> list[dict]:
     """`count` requests of a morning as bodies for `POST /api/v1/intake/` on the API channel,
-    for the runs that drive the intake API (benchmarks, fault runs)."""
+    for the runs that drive the intake API (benchmarks, fault runs). A request whose patient
+    the morning leaves unknown (a caller, a fax) gets an MRN of its own, `<mrn_fallback>-<n>`:
+    unknown callers are different people, not one patient with a quarter of the requests."""
     payloads = []
-    for item in generate_morning(count):
-        patient: dict = {"mrn": item.patient_mrn or mrn_fallback}
+    for n, item in enumerate(generate_morning(count)):
+        patient: dict = {"mrn": item.patient_mrn or f"{mrn_fallback}-{n:04}"}
         if item.patient_name and item.patient_birth_date:
             patient.update(name=item.patient_name, birth_date=item.patient_birth_date.isoformat())
         payloads.append(

@@ -1338,8 +1338,16 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _gunicorn(database_url: str, *, workers: int, threads: int) -> Iterator[int]:
-    """gunicorn serving the app on the scratch database, as in production (DEBUG off)."""
+def _gunicorn(
+    database_url: str,
+    *,
+    workers: int,
+    threads: int,
+    app: str = "clinicdesk.wsgi:application",
+    env: dict[str, str] | None = None,
+) -> Iterator[int]:
+    """gunicorn serving the app (or another WSGI `app`, with `env`) on the scratch database,
+    as in production (DEBUG off)."""
     import signal
     import subprocess
     import sys
@@ -1350,6 +1358,7 @@ def _gunicorn(database_url: str, *, workers: int, threads: int) -> Iterator[int]
     port = _free_port()
     env = {
         **os.environ,
+        **(env or {}),
         "DATABASE_URL": database_url,
         "DEBUG": "false",
         "SECRET_KEY": "bench-only-" + "x" * 40,
@@ -1364,7 +1373,7 @@ def _gunicorn(database_url: str, *, workers: int, threads: int) -> Iterator[int]
         sys.executable,
         "-m",
         "gunicorn",
-        "clinicdesk.wsgi:application",
+        app,
         f"--bind=127.0.0.1:{port}",
         f"--workers={workers}",
         "--worker-class=gthread",
@@ -1401,6 +1410,7 @@ def _intake_client(
     measure_from: float,
     stop_at: float,
     reports: Any,
+    prefix: str = "bench",
 ) -> None:
     """One integration client: post, read the answer, post again, until `stop_at`."""
     import http.client
@@ -1418,7 +1428,7 @@ def _intake_client(
             start = time.monotonic()
             if start >= stop_at:
                 break
-            external_id = f"bench-{slot}-{n}"
+            external_id = f"{prefix}-{slot}-{n}"
             body = json.dumps(
                 {**payloads[(slot * 31 + n) % len(payloads)], "external_id": external_id}
             )
@@ -1487,10 +1497,105 @@ def _http_floor(port: int, seconds: float = 5.0) -> dict[str, Any]:
     }
 
 
-def intake_api_16_clients(ctx: BenchContext) -> dict[str, Any]:
-    """POST /api/v1/intake/ under gunicorn (gthread), 16 concurrent keep-alive clients."""
+def _post_from_clients(
+    port: int, tokens: list[str], payloads: list[dict[str, Any]], prefix: str
+) -> tuple[list[float], list[str], dict[int, int]]:
+    """INTAKE_CLIENTS processes posting to the server on `port` for the warm-up and the
+    measured time: (latencies measured, external ids answered 2xx, answers by status)."""
     from collections import Counter
 
+    context = multiprocessing.get_context("fork")
+    reports = context.Queue()
+    measure_from = time.monotonic() + INTAKE_WARMUP_S
+    stop_at = measure_from + INTAKE_MEASURE_S
+    clients = [
+        context.Process(
+            target=_intake_client,
+            args=(slot, tokens[slot], port, payloads, measure_from, stop_at, reports, prefix),
+        )
+        for slot in range(INTAKE_CLIENTS)
+    ]
+    for client in clients:
+        client.start()
+    results = [reports.get(timeout=INTAKE_WARMUP_S + INTAKE_MEASURE_S + 120) for _ in clients]
+    for client in clients:
+        client.join(timeout=30)
+    errors = [error for *_, error in results if error]
+    if errors:
+        raise RuntimeError(f"intake clients failed: {errors[:3]}")
+    statuses: Counter[int] = Counter()
+    for _, _, _, counts, _ in results:
+        statuses.update(counts)
+    return (
+        [sample for _, samples, *_ in results for sample in samples],
+        [external_id for _, _, ids, *_ in results for external_id in ids],
+        dict(statuses),
+    )
+
+
+def _intake_floor_env(database_name: str) -> dict[str, str]:
+    """The environment of `queues.intake_floor_wsgi`: its statements, and a task the product
+    wrote (with its raw payload) for it to copy."""
+    import json
+
+    from psycopg.conninfo import make_conninfo
+
+    from queues.models import InboundMessage, Task, TaskEvent
+    from routing.selectors import CANDIDATES_SQL
+
+    def columns(model, skip):
+        return [f.column for f in model._meta.concrete_fields if f.column not in skip]
+
+    task_columns = ", ".join(columns(Task, {"id", "external_id", "patient_mrn"}))
+    event_columns = columns(TaskEvent, {"id", "task_id"})
+    inbound_columns = ", ".join(columns(InboundMessage, {"id", "payload", "external_id"}))
+    statements = {
+        "client": "SELECT id, user_id, channels FROM queues_integrationclient"
+        " WHERE token_hash = %s AND is_active",
+        "inbound": f"""
+INSERT INTO queues_inboundmessage (payload, external_id, {inbound_columns})
+SELECT %(payload)s, %(external_id)s, {inbound_columns}
+  FROM queues_inboundmessage WHERE id = %(template)s
+RETURNING id""",
+        "candidates": CANDIDATES_SQL,
+        "write": f"""
+WITH t AS (
+  INSERT INTO queues_task (external_id, patient_mrn, {task_columns})
+  SELECT %(external_id)s, %(patient)s, {task_columns} FROM queues_task WHERE id = %(template)s
+  RETURNING id),
+e AS (
+  INSERT INTO queues_taskevent (task_id, {", ".join(event_columns)})
+  SELECT t.id, {", ".join("x." + c for c in event_columns)}
+    FROM t, queues_taskevent x WHERE x.task_id = %(template)s),
+i AS (
+  UPDATE queues_inboundmessage SET task_id = (SELECT id FROM t), status = 'parsed'
+   WHERE id = %(inbound)s)
+SELECT id FROM t""",
+    }
+    inbound = (
+        InboundMessage.objects.filter(status="parsed", task__status=Task.Status.QUEUED)
+        .select_related("task")
+        .order_by("id")
+        .first()
+    ) or InboundMessage.objects.filter(status="parsed").select_related("task").first()
+    from clinicdesk.bench import conn_params
+
+    params = {k: str(v) for k, v in conn_params(database_name).items()}
+    return {
+        "FLOOR_DSN": make_conninfo(**params),
+        "FLOOR_SQL": json.dumps(statements),
+        "FLOOR_TEMPLATE": json.dumps(
+            {"task": inbound.task_id, "inbound": inbound.pk, "queue": inbound.task.queue_id}
+        ),
+    }
+
+
+def intake_api_16_clients(ctx: BenchContext) -> dict[str, Any]:
+    """POST /api/v1/intake/ under gunicorn (gthread), 16 concurrent keep-alive clients.
+
+    Then the same clients against `queues.intake_floor_wsgi` under the same gunicorn
+    (`intake_floor_*`): only the statements any intake must run, no Django, nothing decided.
+    """
     from queues.intake import store
     from queues.models import Task
 
@@ -1508,36 +1613,25 @@ def intake_api_16_clients(ctx: BenchContext) -> dict[str, Any]:
         connections.close_all()  # nothing open may cross the fork
         with _gunicorn(scratch.url, workers=workers, threads=threads) as port:
             floor = _http_floor(port)
-            context = multiprocessing.get_context("fork")
-            reports = context.Queue()
-            measure_from = time.monotonic() + INTAKE_WARMUP_S
-            stop_at = measure_from + INTAKE_MEASURE_S
-            clients = [
-                context.Process(
-                    target=_intake_client,
-                    args=(slot, tokens[slot], port, payloads, measure_from, stop_at, reports),
-                )
-                for slot in range(INTAKE_CLIENTS)
-            ]
-            for client in clients:
-                client.start()
-            results = [
-                reports.get(timeout=INTAKE_WARMUP_S + INTAKE_MEASURE_S + 120) for _ in clients
-            ]
-            for client in clients:
-                client.join(timeout=30)
-        errors = [error for *_, error in results if error]
-        if errors:
-            raise RuntimeError(f"intake clients failed: {errors[:3]}")
-        latencies = [sample for _, samples, *_ in results for sample in samples]
-        ok_ids = [external_id for _, _, ids, *_ in results for external_id in ids]
-        statuses: Counter[int] = Counter()
-        for _, _, _, counts, _ in results:
-            statuses.update(counts)
+            latencies, ok_ids, statuses = _post_from_clients(port, tokens, payloads, "bench")
         committed = Task.objects.filter(channel="api", external_id__in=ok_ids).count()
+        env = _intake_floor_env(scratch.name)
+        connections.close_all()
+        with _gunicorn(
+            scratch.url,
+            workers=workers,
+            threads=threads,
+            app="queues.intake_floor_wsgi:application",
+            env=env,
+        ) as port:
+            floor_latencies, floor_ids, floor_statuses = _post_from_clients(
+                port, tokens, payloads, "floor"
+            )
+        floor_committed = Task.objects.filter(channel="api", external_id__in=floor_ids).count()
         connections.close_all()
     non_2xx = sum(count for code, count in statuses.items() if not 200 <= code < 300)
-    ctx.log(f"statuses {dict(statuses)}; {len(ok_ids)} ok; {committed} committed")
+    ctx.log(f"statuses {statuses}; {len(ok_ids)} ok; {committed} committed")
+    ctx.log(f"floor statuses {floor_statuses}; {floor_committed} committed")
     return {
         "requests_per_s": round(len(latencies) / INTAKE_MEASURE_S, 1),
         "target_requests_per_s": ">= 300",
@@ -1553,6 +1647,11 @@ def intake_api_16_clients(ctx: BenchContext) -> dict[str, Any]:
         "server": f"gunicorn gthread, {workers} workers x {threads} threads",
         # The same clients and server on GET /healthz: the cost of any request (no targets).
         **floor,
+        # The same clients and server on the statements alone (no targets).
+        "intake_floor_requests_per_s": round(len(floor_latencies) / INTAKE_MEASURE_S, 1),
+        "intake_floor_p50_ms": round(median(floor_latencies) * 1000, 2),
+        "intake_floor_p99_ms": round(percentile(floor_latencies, 99) * 1000, 2),
+        "intake_floor_uncommitted_2xx": len(floor_ids) - floor_committed,
     }
 
 
