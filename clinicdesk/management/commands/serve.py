@@ -1,5 +1,6 @@
-"""`make run`: migrate, load the demo clinic into an empty database, then run the web server and
-a django-q2 cluster side by side until Ctrl-C, which stops both."""
+"""`make run`: migrate, load the demo clinic and a morning of its requests into an empty
+database, then run the web server and a django-q2 cluster side by side until Ctrl-C, which
+stops both."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from django.conf import settings
 from django.core.management import BaseCommand, call_command
 
 from accounts.models import Department
+
+# The generated morning loaded with the demo clinic, so that the queues, the SLA badges and the
+# dashboard have work to show from the first page (`manage.py demo --tasks N` adds more).
+DEMO_MORNING_TASKS = 250
 
 DEMO_LOGINS = [
     ("frontdesk1", "Front desk agent"),
@@ -41,8 +46,8 @@ class Command(BaseCommand):
         self._setup_schedules()
         demo_loaded = False
         if not no_demo and not Department.objects.exists():
-            self.stdout.write("Empty database: loading the demo clinic…")
-            call_command("demo")
+            self.stdout.write("Empty database: loading the demo clinic and a morning of requests…")
+            call_command("demo", tasks=DEMO_MORNING_TASKS)
             demo_loaded = True
         show_logins = demo_loaded or (
             not no_demo and Department.objects.filter(code="front-desk").exists()
