@@ -92,16 +92,11 @@ def _client_process(slot: int, seconds: float, items, now, start_at: float, out)
 
     try:
         _submit(items[slot], f"warm-{slot}", now)
-        time.sleep(max(0.0, start_at - time.time()))
-        deadline = time.perf_counter() + seconds
-        samples = []
-        n = 0
-        while time.perf_counter() < deadline:
-            item = items[(slot * 7919 + n) % len(items)]
-            began = time.perf_counter()
-            _submit(item, f"bench-{slot}-{n}", now)
-            samples.append(time.perf_counter() - began)
-            n += 1
+        samples = _timed_loop(
+            seconds,
+            start_at,
+            lambda n: _submit(items[(slot * 7919 + n) % len(items)], f"bench-{slot}-{n}", now),
+        )
         out.send(("ok", samples))
     except BaseException as error:  # reported by the parent
         out.send(("error", repr(error)))
@@ -110,26 +105,48 @@ def _client_process(slot: int, seconds: float, items, now, start_at: float, out)
         out.close()
 
 
-def _floor_write_sql() -> str:
+def _timed_loop(seconds: float, start_at: float, step) -> list[float]:
+    """Wait for the clients' common start, then call `step(n)` for `seconds`: each latency."""
+    time.sleep(max(0.0, start_at - time.time()))
+    deadline = time.perf_counter() + seconds
+    samples: list[float] = []
+    while time.perf_counter() < deadline:
+        began = time.perf_counter()
+        step(len(samples))
+        samples.append(time.perf_counter() - began)
+    return samples
+
+
+def floor_write_sql(*, link_inbound: bool = False) -> str:
     """One statement that writes a task and its timeline as a copy of a template task (a new
-    external id and patient): the rows intake must write, with nothing decided in Python."""
+    external id and patient), and with `link_inbound` links the raw payload to it: the rows
+    intake must write, with nothing decided in Python. Parameters: external_id, patient,
+    template (the task copied), inbound (the payload's id)."""
     from queues.models import Task, TaskEvent
 
     def columns(model, skip):
         return [f.column for f in model._meta.concrete_fields if f.column not in skip]
 
-    task_columns = columns(Task, {"id", "external_id", "patient_mrn"})
+    task_columns = ", ".join(columns(Task, {"id", "external_id", "patient_mrn"}))
     event_columns = columns(TaskEvent, {"id", "task_id"})
+    link = (
+        """,
+i AS (
+  UPDATE queues_inboundmessage SET task_id = (SELECT id FROM t), status = 'parsed'
+   WHERE id = %(inbound)s)"""
+        if link_inbound
+        else ""
+    )
     return f"""
 WITH t AS (
-  INSERT INTO queues_task (external_id, patient_mrn, {", ".join(task_columns)})
-  SELECT %(external_id)s, %(patient)s, {", ".join(task_columns)}
-    FROM queues_task WHERE id = %(template)s
-  RETURNING id)
-INSERT INTO queues_taskevent (task_id, {", ".join(event_columns)})
-SELECT t.id, {", ".join("e." + c for c in event_columns)}
-  FROM t, queues_taskevent e WHERE e.task_id = %(template)s
-"""
+  INSERT INTO queues_task (external_id, patient_mrn, {task_columns})
+  SELECT %(external_id)s, %(patient)s, {task_columns} FROM queues_task WHERE id = %(template)s
+  RETURNING id),
+e AS (
+  INSERT INTO queues_taskevent (task_id, {", ".join(event_columns)})
+  SELECT t.id, {", ".join("x." + c for c in event_columns)}
+    FROM t, queues_taskevent x WHERE x.task_id = %(template)s){link}
+SELECT id FROM t"""
 
 
 def _floor_process(slot, seconds, params, template_id, queue_id, start_at, out) -> None:
@@ -140,15 +157,12 @@ def _floor_process(slot, seconds, params, template_id, queue_id, start_at, out) 
     from routing.selectors import CANDIDATES_SQL
 
     try:
-        write = _floor_write_sql()
+        write = floor_write_sql()
         with psycopg.connect(**{**params, "prepare_threshold": 0}, autocommit=True) as conn:
             cursor = conn.cursor()
-            time.sleep(max(0.0, start_at - time.time()))
-            deadline = time.perf_counter() + seconds
-            samples, n = [], 0
-            while time.perf_counter() < deadline:
+
+            def step(n: int) -> None:
                 patient = f"FLOOR-{slot}-{n % 300}"
-                began = time.perf_counter()
                 cursor.execute(CANDIDATES_SQL, {"patient": patient, "queue_id": queue_id})
                 cursor.fetchall()
                 cursor.execute(
@@ -159,8 +173,9 @@ def _floor_process(slot, seconds, params, template_id, queue_id, start_at, out) 
                         "template": template_id,
                     },
                 )
-                samples.append(time.perf_counter() - began)
-                n += 1
+                cursor.fetchall()
+
+            samples = _timed_loop(seconds, start_at, step)
         out.send(("ok", samples))
     except BaseException as error:  # reported by the parent
         out.send(("error", repr(error)))

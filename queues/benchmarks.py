@@ -1540,14 +1540,14 @@ def _intake_floor_env(database_name: str) -> dict[str, str]:
 
     from psycopg.conninfo import make_conninfo
 
-    from queues.models import InboundMessage, Task, TaskEvent
+    from clinicdesk.bench import conn_params
+    from clinicdesk.benchmarks import floor_write_sql
+    from queues.models import InboundMessage, Task
     from routing.selectors import CANDIDATES_SQL
 
     def columns(model, skip):
         return [f.column for f in model._meta.concrete_fields if f.column not in skip]
 
-    task_columns = ", ".join(columns(Task, {"id", "external_id", "patient_mrn"}))
-    event_columns = columns(TaskEvent, {"id", "task_id"})
     inbound_columns = ", ".join(columns(InboundMessage, {"id", "payload", "external_id"}))
     statements = {
         "client": "SELECT id, user_id, channels FROM queues_integrationclient"
@@ -1558,19 +1558,7 @@ SELECT %(payload)s, %(external_id)s, {inbound_columns}
   FROM queues_inboundmessage WHERE id = %(template)s
 RETURNING id""",
         "candidates": CANDIDATES_SQL,
-        "write": f"""
-WITH t AS (
-  INSERT INTO queues_task (external_id, patient_mrn, {task_columns})
-  SELECT %(external_id)s, %(patient)s, {task_columns} FROM queues_task WHERE id = %(template)s
-  RETURNING id),
-e AS (
-  INSERT INTO queues_taskevent (task_id, {", ".join(event_columns)})
-  SELECT t.id, {", ".join("x." + c for c in event_columns)}
-    FROM t, queues_taskevent x WHERE x.task_id = %(template)s),
-i AS (
-  UPDATE queues_inboundmessage SET task_id = (SELECT id FROM t), status = 'parsed'
-   WHERE id = %(inbound)s)
-SELECT id FROM t""",
+        "write": floor_write_sql(link_inbound=True),
     }
     inbound = (
         InboundMessage.objects.filter(status="parsed", task__status=Task.Status.QUEUED)
@@ -1578,8 +1566,6 @@ SELECT id FROM t""",
         .order_by("id")
         .first()
     ) or InboundMessage.objects.filter(status="parsed").select_related("task").first()
-    from clinicdesk.bench import conn_params
-
     params = {k: str(v) for k, v in conn_params(database_name).items()}
     return {
         "FLOOR_DSN": make_conninfo(**params),
