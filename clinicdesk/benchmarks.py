@@ -183,18 +183,17 @@ def _floor_process(slot, seconds, params, template_id, queue_id, start_at, out) 
         out.close()
 
 
-def _run_processes(target, clients: int, args_for) -> list[float]:
-    """Start `clients` forked processes (`target(*args_for(slot), start_at, pipe)`), all
-    starting together, and gather their latencies."""
+def _fork_all(target, args_list: list[tuple], who: str = "a client") -> list:
+    """Run `target(*args, pipe)` in one forked process per `args`; each sends ("ok", detail)
+    or ("error", what) through its pipe. Returns the details; raises on a failure."""
     import multiprocessing
 
     connections.close_all()  # children open their own
     fork = multiprocessing.get_context("fork")
-    start_at = time.time() + 3.0
     pipes, processes = [], []
-    for slot in range(clients):
+    for args in args_list:
         receive, send = fork.Pipe(duplex=False)
-        process = fork.Process(target=target, args=(*args_for(slot), start_at, send))
+        process = fork.Process(target=target, args=(*args, send))
         process.start()
         send.close()
         pipes.append(receive)
@@ -204,8 +203,16 @@ def _run_processes(target, clients: int, args_for) -> list[float]:
         process.join()
     failures = [detail for status, detail in results if status != "ok"]
     if failures:
-        raise RuntimeError(f"a client failed: {failures[0]}")
-    return [s for _, slot_samples in results for s in slot_samples]
+        raise RuntimeError(f"{who} failed: {failures[0]}")
+    return [detail for _, detail in results]
+
+
+def _run_processes(target, clients: int, args_for) -> list[float]:
+    """Start `clients` forked processes (`target(*args_for(slot), start_at, pipe)`), all
+    starting together, and gather their latencies."""
+    start_at = time.time() + 3.0
+    details = _fork_all(target, [(*args_for(slot), start_at) for slot in range(clients)])
+    return [sample for slot_samples in details for sample in slot_samples]
 
 
 def intake_route_assign_8_clients(ctx: BenchContext) -> dict:
@@ -346,28 +353,14 @@ def assigners_32_20k(ctx: BenchContext) -> dict:
         staff_ids = list(StaffProfile.objects.values_list("user_id", flat=True))
         items = _items(1000, seed=11)
         now = _weekday_morning()
-        connections.close_all()
-        fork = multiprocessing.get_context("fork")
-        counter = fork.Value("i", 0)
-        pipes, processes = [], []
+        counter = multiprocessing.get_context("fork").Value("i", 0)
         began = time.perf_counter()
-        for seed in range(1, workers + 1):
-            receive, send = fork.Pipe(duplex=False)
-            process = fork.Process(
-                target=_assigner_process,
-                args=(seed, total_tasks, counter, items, now, staff_ids, send),
-            )
-            process.start()
-            send.close()
-            pipes.append(receive)
-            processes.append(process)
-        results = [pipe.recv() for pipe in pipes]
-        for process in processes:
-            process.join()
+        _fork_all(
+            _assigner_process,
+            [(seed, total_tasks, counter, items, now, staff_ids) for seed in range(1, workers + 1)],
+            who="an assigner",
+        )
         elapsed = time.perf_counter() - began
-        failures = [detail for status, detail in results if status != "ok"]
-        if failures:
-            raise RuntimeError(f"an assigner failed: {failures[0]}")
 
         with connection.cursor() as cursor:
             cursor.execute(
